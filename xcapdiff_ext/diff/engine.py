@@ -1,0 +1,812 @@
+"""``diff_documents``: the RFC 5261 operations that turn one XML document into another.
+
+How it works (docs/algorithm.md has the long version):
+
+* Both documents are parsed once.  The old tree is the *working tree*: every operation
+  is applied to it as soon as it is emitted, so each selector is computed against the
+  document exactly as the patch consumer will see it at that operation (RFC 5261 §3:
+  operations apply in order; positions shift).
+* Identical head and tail runs of a child list are skipped without serializing them:
+  the two byte strings share a prefix and a suffix, and libxml2 records the line of
+  every start tag.  A child whose successor's start tag ends on a line before the
+  first differing byte lies entirely in the shared prefix, so it is identical; the
+  element whose start tag is in the prefix but whose content is not (the *spine*) is
+  diffed recursively.  The tail run is found the same way from the end and verified.
+  What is left (the *window*) is serialized and aligned (``align.py``).
+* Gaps between aligned children become removals (taking their indentation with
+  ``ws``), one insertion carrying the new nodes *and* their indentation, or text ops.
+* Attributes change in place; namespace declarations change with ``namespace::``
+  operations when no name in the subtree depends on them, else the element is
+  replaced.  A reorder whose operations would outweigh replacing the parent is a
+  ``<replace>`` of the parent.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from lxml import etree
+
+from ..errors import UnpatchableChange
+from ..xmlsafe import DEFAULT_LIMITS, Limits, parse_document
+from .align import KEY_ATTRIBUTES, align
+from .ops import Add, Patch, PatchOp, Remove, Replace, text_content
+
+__all__ = ["diff_documents", "diff_trees"]
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+# Readable selector prefixes for namespaces a document binds as its default.
+_KNOWN_PREFIXES = MappingProxyType(
+    {
+        "urn:ietf:params:xml:ns:resource-lists": "rl",
+        "urn:ietf:params:xml:ns:rls-services": "rs",
+        "urn:ietf:params:xml:ns:common-policy": "cp",
+        "urn:ietf:params:xml:ns:pres-rules": "pr",
+        "urn:ietf:params:xml:ns:pidf": "pidf",
+        "urn:ietf:params:xml:ns:xcap-caps": "xc",
+        "urn:ietf:params:xml:ns:watcherinfo": "wi",
+    }
+)
+# "d" is the xcap-diff prefix of the host document (RFC 5874 examples).
+_RESERVED = frozenset({"d", "xml", "xmlns"})
+
+_Node = etree._Element  # elements, comments and PIs alike
+
+
+def diff_documents(old: bytes, new: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Patch:
+    """Operations turning ``old`` into ``new``; ``apply_patch(old, result)`` is
+    Canonical-XML-equal (with comments) to ``new``.
+
+    Raises ``XmlInputError`` subclasses for refused input and ``UnpatchableChange``
+    when only the XML prolog (DOCTYPE, version, standalone) could express the change."""
+    old_tree = parse_document(old, where="old document", limits=limits)
+    new_tree = parse_document(new, where="new document", limits=limits)
+    return diff_trees(old_tree, new_tree, old_bytes=old, new_bytes=new)
+
+
+def diff_trees(
+    old_tree: etree._ElementTree,
+    new_tree: etree._ElementTree,
+    *,
+    old_bytes: bytes | None = None,
+    new_bytes: bytes | None = None,
+) -> Patch:
+    """Tree-level twin of ``diff_documents``.  ``old_tree`` is modified (it ends up
+    equal to ``new_tree``); pass the source bytes to enable the prefix/suffix skip."""
+    return _Differ(old_tree, new_tree, old_bytes, new_bytes).run()
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    lo, step = 0, 4096
+    while lo < n:
+        hi = min(n, lo + step)
+        if a[lo:hi] != b[lo:hi]:
+            while hi - lo > 32:
+                mid = (lo + hi) // 2
+                if a[lo:mid] == b[lo:mid]:
+                    lo = mid
+                else:
+                    hi = mid
+            while a[lo] == b[lo]:
+                lo += 1
+            return lo
+        lo, step = hi, step * 2
+    return n
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    la, lb = len(a), len(b)
+    lo, step = 0, 4096
+    while lo < limit:
+        hi = min(limit, lo + step)
+        if a[la - hi : la - lo] != b[lb - hi : lb - lo]:
+            while hi - lo > 32:
+                mid = (lo + hi) // 2
+                if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+                    lo = mid
+                else:
+                    hi = mid
+            while lo < limit and a[la - lo - 1] == b[lb - lo - 1]:
+                lo += 1
+            return lo
+        lo, step = hi, step * 2
+    return limit
+
+
+def _is_element(node: _Node) -> bool:
+    return isinstance(node.tag, str)
+
+
+def _kind(node: _Node) -> str:
+    if isinstance(node.tag, str):
+        return "element"
+    return "comment" if isinstance(node, etree._Comment) else "pi"
+
+
+def _ser(node: _Node) -> bytes:
+    return etree.tostring(node, with_tail=False)
+
+
+def _split(tag: str) -> tuple[str, str]:
+    if tag[0] == "{":
+        uri, local = tag[1:].split("}", 1)
+        return uri, local
+    return "", tag
+
+
+def quote(value: str) -> str | None:
+    """An XPath string literal for ``value``; None when it holds both quote kinds."""
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    return None
+
+
+def _doctype(tree: etree._ElementTree) -> tuple[str | None, ...] | None:
+    # docinfo.doctype names the root element, not the DTD: read the DTD itself.
+    dtd = tree.docinfo.internalDTD
+    if dtd is None:
+        return None
+    return (dtd.name, dtd.external_id, dtd.system_url)
+
+
+def _stand_in(node: _Node) -> _Node:
+    """What the working tree keeps of an inserted or replacing node: the engine never
+    descends into it again, and later selectors only look at its kind, tag and
+    attributes, so a childless copy does (a deep copy of a large subtree is costly)."""
+    if isinstance(node, etree._Comment):
+        return etree.Comment(node.text)
+    if isinstance(node, etree._ProcessingInstruction):
+        return etree.ProcessingInstruction(node.target, node.text)
+    return etree.Element(node.tag, dict(node.attrib))
+
+
+def _declared(el: _Node) -> dict[str | None, str]:
+    parent = el.getparent()
+    inherited = parent.nsmap if parent is not None else {}
+    return {p: u for p, u in el.nsmap.items() if inherited.get(p) != u}
+
+
+class _SiblingIndex:
+    """Counts among one parent's element children, for selector uniqueness checks.
+
+    Filled lazily per tag and per (tag, attribute) with one native XPath each (name
+    tests run in C; ``local-name()`` predicates are ~15x slower), then kept exact by
+    the engine's mutation helpers, so long child lists cost one scan, not one per op."""
+
+    def __init__(self, parent: _Node) -> None:
+        self.parent = parent
+        self.names: dict[str, int] = {}
+        self.values: dict[tuple[str, str], dict[str, int]] = {}
+
+    def _xpath(self, tag: str, attr: str | None) -> etree.XPath:
+        uri, local = _split(tag)
+        namespaces = {"e": uri} if uri else {}
+        expr = f"e:{local}" if uri else local
+        if attr is None:
+            return etree.XPath(f"count({expr})", namespaces=namespaces)
+        a_uri, a_local = _split(attr)
+        if a_uri:
+            namespaces["a"] = a_uri
+        return etree.XPath(
+            f"{expr}/@{'a:' if a_uri else ''}{a_local}", namespaces=namespaces, smart_strings=False
+        )
+
+    def name_count(self, tag: str) -> int:
+        count = self.names.get(tag)
+        if count is None:
+            count = self.names[tag] = int(self._xpath(tag, None)(self.parent))
+        return count
+
+    def value_count(self, tag: str, attr: str, value: str) -> int:
+        counts = self.values.get((tag, attr))
+        if counts is None:
+            counts = {}
+            for v in self._xpath(tag, attr)(self.parent):
+                counts[v] = counts.get(v, 0) + 1
+            self.values[(tag, attr)] = counts
+        return counts.get(value, 0)
+
+    def add(self, el: _Node, sign: int = 1) -> None:
+        if not _is_element(el):
+            return
+        tag = el.tag
+        if tag in self.names:
+            self.names[tag] += sign
+        for (t, attr), counts in self.values.items():
+            if t == tag and (value := el.get(attr)) is not None:
+                counts[value] = counts.get(value, 0) + sign
+
+    def remove(self, el: _Node) -> None:
+        self.add(el, -1)
+
+
+class _Differ:
+    def __init__(
+        self,
+        old_tree: etree._ElementTree,
+        new_tree: etree._ElementTree,
+        old: bytes | None,
+        new: bytes | None,
+    ) -> None:
+        self.work, self.new = old_tree, new_tree
+        self.ops: list[PatchOp] = []
+        self.prefixes: dict[str, str] = {}  # namespace URI -> selector prefix
+        self.indexes: dict[_Node, _SiblingIndex] = {}
+        self.line_p = 0  # no anchoring unless both byte strings are known
+        if old is not None and new is not None:
+            p = _common_prefix(old, new)
+            s = _common_suffix(old, new, min(len(old), len(new)) - p)
+            self.line_p = old.count(b"\n", 0, p) + 1
+            self.line_s_old = old.count(b"\n", 0, len(old) - s) + 1
+            self.line_s_new = new.count(b"\n", 0, len(new) - s) + 1
+            self.end_old = old.count(b"\n") + 1
+            self.end_new = new.count(b"\n") + 1
+        ns = "namespace-uri()=$n and local-name()=$l"
+        self.x_position = etree.XPath(f"count(preceding-sibling::*[{ns}]) + 1")
+        self.x_texts_before = etree.XPath("count(preceding-sibling::text())")
+        self.x_uses = etree.XPath(
+            "boolean(descendant-or-self::*[namespace-uri()=$u]"
+            " | descendant-or-self::*/@*[namespace-uri()=$u])"
+        )
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Patch:
+        self._check_prolog()
+        old_root, new_root = self.work.getroot(), self.new.getroot()
+        level = (
+            list(reversed(list(old_root.itersiblings(preceding=True)))),
+            list(old_root.itersiblings()),
+        )
+        if old_root.tag != new_root.tag:
+            self._replace_node(old_root, new_root, "")
+        else:
+            anchored = 0 < old_root.sourceline < self.line_p
+            self._diff_element(old_root, new_root, "", anchored)
+        self._diff_document_level(level)
+        bindings = tuple(sorted((p, u) for u, p in self.prefixes.items() if p != "xml"))
+        return Patch(tuple(self.ops), bindings)
+
+    def _check_prolog(self) -> None:
+        for what, old, new in (
+            ("DOCTYPE", _doctype(self.work), _doctype(self.new)),
+            ("version", self.work.docinfo.xml_version, self.new.docinfo.xml_version),
+            ("standalone", self.work.docinfo.standalone, self.new.docinfo.standalone),
+        ):
+            if old != new:
+                raise UnpatchableChange(
+                    f"the XML prolog changed ({what}: {old!r} -> {new!r}); "
+                    "RFC 5261 cannot patch the prolog"
+                )
+
+    def _emit(self, op: PatchOp) -> None:
+        self.ops.append(op)
+
+    # --------------------------------------------------------------- selectors
+    def _prefix(self, uri: str, context: _Node) -> str:
+        if uri == XML_NS:
+            return "xml"
+        prefix = self.prefixes.get(uri)
+        if prefix is not None:
+            return prefix
+        taken = set(self.prefixes.values()) | _RESERVED
+        candidates = [p for p, u in context.nsmap.items() if p and u == uri]
+        known = _KNOWN_PREFIXES.get(uri)
+        if known:
+            candidates.append(known)
+        for candidate in candidates:
+            if candidate not in taken and not candidate.lower().startswith("xml"):
+                prefix = candidate
+                break
+        else:
+            n = 1
+            while f"ns{n}" in taken:
+                n += 1
+            prefix = f"ns{n}"
+        self.prefixes[uri] = prefix
+        return prefix
+
+    def _qname(self, tag: str, context: _Node) -> str:
+        uri, local = _split(tag)
+        return f"{self._prefix(uri, context)}:{local}" if uri else local
+
+    def _step(self, node: _Node) -> str:
+        """The selector step for ``node`` among its current siblings."""
+        parent = node.getparent()
+        if not _is_element(node):
+            # lxml's XPath takes no comment/PI context node: count in Python (rare nodes).
+            before = list(node.itersiblings(preceding=True))
+            if isinstance(node, etree._Comment):
+                n = sum(isinstance(b, etree._Comment) for b in before) + 1
+                return f"comment()[{n}]"
+            target = node.target
+            n = sum(
+                isinstance(b, etree._ProcessingInstruction) and b.target == target for b in before
+            ) + 1
+            return f"processing-instruction({quote(target)})[{n}]"
+        name = self._qname(node.tag, node)
+        if parent is None:
+            return name
+        uri, local = _split(node.tag)
+        index = self._index(parent)
+        if index.name_count(node.tag) == 1:
+            return name
+        keys = [k for k in KEY_ATTRIBUTES if k in node.attrib]
+        keys += [k for k in node.keys() if k not in KEY_ATTRIBUTES]
+        for key in keys:
+            value = node.get(key)
+            literal = quote(value)
+            if literal is None:
+                continue
+            if index.value_count(node.tag, key, value) == 1:
+                return f"{name}[@{self._qname(key, node)}={literal}]"
+        return f"{name}[{int(self.x_position(node, n=uri, l=local))}]"
+
+    def _index(self, parent: _Node) -> _SiblingIndex:
+        index = self.indexes.get(parent)
+        if index is None:
+            index = self.indexes[parent] = _SiblingIndex(parent)
+        return index
+
+    def _sel(self, node: _Node, parent_path: str) -> str:
+        step = self._step(node)
+        return f"{parent_path}/{step}" if parent_path else step
+
+    def _text_sel(self, parent: _Node, path: str, after: _Node | None) -> str:
+        """Selector of the text node that follows ``after`` (or opens ``parent``)."""
+        if after is None:
+            n = 1
+        elif _is_element(after):
+            n = int(self.x_texts_before(after)) + 1
+        else:
+            n = 1 + bool(parent.text) + sum(
+                bool(b.tail) for b in after.itersiblings(preceding=True)
+            )
+        return f"{path}/text()[{n}]"
+
+    # ---------------------------------------------------------- element level
+    def _diff_element(self, o: _Node, n: _Node, parent_path: str, anchored: bool) -> None:
+        path = self._sel(o, parent_path)
+        if not self._diff_namespaces(o, n, path, parent_path):
+            return
+        self._diff_children(o, n, path, anchored)
+        self._diff_attributes(o, n, parent_path)
+
+    def _diff_namespaces(self, o: _Node, n: _Node, path: str, parent_path: str) -> bool:
+        """Emit namespace:: ops; False when the element had to be replaced instead."""
+        old_decl, new_decl = _declared(o), _declared(n)
+        if old_decl == new_decl:
+            return True
+        changed = {p for p in old_decl.keys() | new_decl.keys() if old_decl.get(p) != new_decl.get(p)}
+        expressible = None not in changed and not any(
+            self.x_uses(tree_el, u=uri)
+            for p in changed
+            for tree_el, uri in ((o, old_decl.get(p)), (n, new_decl.get(p)))
+            if uri is not None
+        ) and not any(self._redeclared_below(el, changed) for el in (o, n))
+        if not expressible:
+            self._replace_node(o, n, parent_path)
+            return False
+        for prefix in sorted(changed):  # type: ignore[type-var]
+            assert prefix is not None
+            if prefix not in new_decl:
+                self._emit(Remove(f"{path}/namespace::{prefix}"))
+            elif prefix not in old_decl:
+                self._emit(Add(path, text_content(new_decl[prefix]), type=f"namespace::{prefix}"))
+            else:
+                self._emit(Replace(f"{path}/namespace::{prefix}", text_content(new_decl[prefix])))
+        # lxml cannot change an element's declarations in place; the working tree
+        # keeps the old ones, which no name below depends on (checked above).
+        return True
+
+    @staticmethod
+    def _redeclared_below(el: _Node, prefixes: set[str | None]) -> bool:
+        for below in el.iterdescendants():
+            if _is_element(below) and any(p in _declared(below) for p in prefixes):
+                return True
+        return False
+
+    def _diff_attributes(self, o: _Node, n: _Node, parent_path: str) -> None:
+        old_attrs, new_attrs = dict(o.attrib), dict(n.attrib)
+        if old_attrs == new_attrs:
+            return
+        index = self.indexes.get(o.getparent())  # type: ignore[arg-type]
+        for name in old_attrs:
+            if name not in new_attrs:
+                self._emit(Remove(f"{self._sel(o, parent_path)}/@{self._qname(name, o)}"))
+                self._set_attr(o, name, None, index)
+        for name, value in new_attrs.items():
+            if name not in old_attrs:
+                self._emit(Add(self._sel(o, parent_path), text_content(value),
+                               type=f"@{self._qname(name, n)}"))
+                self._set_attr(o, name, value, index)
+            elif old_attrs[name] != value:
+                self._emit(Replace(f"{self._sel(o, parent_path)}/@{self._qname(name, o)}",
+                                   text_content(value)))
+                self._set_attr(o, name, value, index)
+
+    @staticmethod
+    def _set_attr(el: _Node, name: str, value: str | None, index: _SiblingIndex | None) -> None:
+        if index:
+            index.remove(el)
+        if value is None:
+            del el.attrib[name]
+        else:
+            el.set(name, value)
+        if index:
+            index.add(el)
+
+    # ----------------------------------------------------------- child lists
+    def _diff_children(self, o: _Node, n: _Node, path: str, anchored: bool) -> None:
+        oc, nc = list(o), list(n)
+        if not anchored and self._same_shape(oc, nc):
+            if (o.text or "") != (n.text or ""):
+                self._fix_text(o, path, None, oc[0] if oc else None, o.text or "", n.text or "")
+            for k, (x, y) in enumerate(zip(oc, nc)):
+                if _ser(x) != _ser(y):
+                    if _is_element(x):
+                        self._diff_element(x, y, path, False)
+                    else:
+                        self._replace_node(x, y, path)
+                if (x.tail or "") != (y.tail or ""):
+                    right = oc[k + 1] if k + 1 < len(oc) else None
+                    self._fix_text(o, path, x, right, x.tail or "", y.tail or "")
+            return
+        head, spine = self._skip_head(oc, nc, anchored, (o.text or "") == (n.text or ""))
+        tail = self._skip_tail(oc, nc, head + (spine is not None), anchored)
+        if head == 0 and (o.text or "") != (n.text or ""):
+            pass  # the lead text is part of the window (first gap)
+        elif not oc[head:len(oc) - tail] and not nc[head:len(nc) - tail] and spine is None:
+            if head == 0 or (oc[head - 1].tail or "") == (nc[head - 1].tail or ""):
+                return
+        w_old = oc[head:len(oc) - tail]
+        w_new = nc[head:len(nc) - tail]
+        pairs = self._align(w_old, w_new, spine is not None)
+        if self._reorder_replaces(o, n, w_old, w_new, pairs, path):
+            return
+        left_old = oc[head - 1] if head else None
+        left_new = nc[head - 1] if head else None
+        right_old = oc[len(oc) - tail] if tail else None
+        prev_i = prev_j = -1
+        for i, j, same in [*pairs, (len(w_old), len(w_new), True)]:
+            anchor = w_old[i] if i < len(w_old) else right_old
+            self._fix_gap(o, n, path, left_old, anchor, w_old[prev_i + 1:i],
+                          left_new, w_new[prev_j + 1:j])
+            if i < len(w_old):
+                if not same:
+                    self._diff_element(w_old[i], w_new[j], path, anchored and spine == 0 and i == 0)
+                left_old, left_new = w_old[i], w_new[j]
+            prev_i, prev_j = i, j
+
+    @staticmethod
+    def _same_shape(oc: list[_Node], nc: list[_Node]) -> bool:
+        """Small lists with the same tags/kinds at every position: each child pairs
+        with the one at its index (the common edit inside an entry)."""
+        if len(oc) != len(nc) or len(oc) > 16:
+            return False
+        for x, y in zip(oc, nc):
+            if x.tag != y.tag or (not _is_element(x) and type(x) is not type(y)):
+                return False
+            if _is_element(x):
+                key = next((a for a in KEY_ATTRIBUTES if a in x.attrib), None)
+                if key is not None and x.get(key) != y.get(key):
+                    return False
+        return True
+
+    def _skip_head(
+        self, oc: list[_Node], nc: list[_Node], anchored: bool, lead_equal: bool
+    ) -> tuple[int, int | None]:
+        """Length of the identical head run and whether child ``head`` is the spine.
+
+        The lead text (``parent.text``) belongs to the first gap: when it differs,
+        the head run is empty (a line-proven head implies it is equal)."""
+        limit = min(len(oc), len(nc)) if lead_equal else 0
+        head = 0
+        if anchored and limit:
+            line_p = self.line_p
+            lo, hi = 1, len(oc)
+            while lo < hi:  # first child whose start tag ends on or after line_p
+                mid = (lo + hi) // 2
+                if oc[mid].sourceline < line_p:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            head = min(lo - 1, limit)
+            if head and nc[head - 1].sourceline != oc[head - 1].sourceline:
+                head = 0  # not the same parse: never trust the shortcut
+            if (
+                head < limit
+                and _is_element(oc[head])
+                and oc[head].tag == nc[head].tag
+                and oc[head].sourceline < line_p
+                and nc[head].sourceline < line_p
+            ):
+                return head, head
+        while head < limit and (oc[head].tail or "") == (nc[head].tail or "") and _ser(
+            oc[head]
+        ) == _ser(nc[head]):
+            head += 1
+        return head, None
+
+    def _skip_tail(self, oc: list[_Node], nc: list[_Node], used: int, anchored: bool) -> int:
+        limit = min(len(oc), len(nc)) - used
+        tail = 0
+        if anchored and limit > 0:
+            lo, hi = 0, limit  # largest tail whose predecessors end after the suffix start
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                io, jn = len(oc) - mid, len(nc) - mid
+                if (
+                    io >= 1
+                    and jn >= 1
+                    and oc[io - 1].sourceline > self.line_s_old
+                    and nc[jn - 1].sourceline > self.line_s_new
+                ):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            tail = lo
+            if tail and not self._tail_verified(oc, nc, tail):
+                tail = 0
+        while (
+            tail < limit
+            and (oc[-1 - tail].tail or "") == (nc[-1 - tail].tail or "")
+            and _ser(oc[-1 - tail]) == _ser(nc[-1 - tail])
+        ):
+            tail += 1
+        return tail
+
+    def _tail_verified(self, oc: list[_Node], nc: list[_Node], tail: int) -> bool:
+        for io, jn in ((len(oc) - tail, len(nc) - tail), (len(oc) - 1, len(nc) - 1)):
+            a, b = oc[io], nc[jn]
+            if self.end_old - a.sourceline != self.end_new - b.sourceline:
+                return False
+            if (a.tail or "") != (b.tail or "") or _ser(a) != _ser(b):
+                return False
+        return True
+
+    def _align(self, w_old: list[_Node], w_new: list[_Node], spine: bool) -> list[tuple[int, int, bool]]:
+        def describe(nodes: list[_Node], side: bytes) -> tuple[list[bytes], list[object], list[object]]:
+            exact, keys, tags = [], [], []
+            for k, node in enumerate(nodes):
+                if spine and k == 0:  # never serialize the spine: it holds the change
+                    exact.append(b"\0spine-" + side)
+                    keys.append(("\0spine",))
+                    tags.append(node.tag)
+                    continue
+                exact.append(_ser(node))
+                if _is_element(node):
+                    tags.append(node.tag)
+                    key = next((a for a in KEY_ATTRIBUTES if a in node.attrib), None)
+                    keys.append((node.tag, key, node.get(key)) if key else None)
+                else:
+                    tags.append(None)
+                    keys.append(None)
+            return exact, keys, tags
+
+        oe, ok, ot = describe(w_old, b"old")
+        ne, nk, nt = describe(w_new, b"new")
+        # Texts between nodes are not part of a node's identity: the gaps fix them.
+        return align(oe, ne, ok, nk, ot, nt)
+
+    def _reorder_replaces(
+        self, o: _Node, n: _Node, w_old: list[_Node], w_new: list[_Node],
+        pairs: list[tuple[int, int, bool]], path: str,
+    ) -> bool:
+        moved_old = len(w_old) - len(pairs)
+        moved_new = len(w_new) - len(pairs)
+        if moved_old < 3 or moved_new < 3:
+            return False
+        matched_new = {j for _, j, _ in pairs}
+        estimate = sum(
+            len(_ser(node)) + 40 for j, node in enumerate(w_new) if j not in matched_new
+        ) + (40 + len(path)) * (moved_old + moved_new)
+        whole = len(_ser(n))
+        if estimate <= whole:
+            return False
+        parent = o.getparent()
+        self._replace_node(o, n, path.rsplit("/", 1)[0] if parent is not None else "")
+        return True
+
+    # --------------------------------------------------------------- gaps
+    def _fix_gap(
+        self, parent: _Node, new_parent: _Node, path: str,
+        left: _Node | None, right: _Node | None, xs: list[_Node],
+        left_new: _Node | None, ys: list[_Node],
+    ) -> None:
+        """Make the working nodes between ``left`` and ``right`` equal the new ones."""
+        t = [(left.tail if left is not None else parent.text) or ""]
+        t += [x.tail or "" for x in xs]
+        s = [(left_new.tail if left_new is not None else new_parent.text) or ""]
+        s += [y.tail or "" for y in ys]
+        if not xs and not ys and t[0] == s[0]:
+            return
+        if xs and len(xs) == len(ys) and t == s and all(
+            _kind(x) == _kind(y) for x, y in zip(xs, ys)
+        ):
+            for x, y in zip(xs, ys):
+                self._replace_node(x, y, path)
+            return
+        if xs:
+            self._remove_run(parent, path, xs, t, s[0], s[-1] if ys else s[0])
+        text = (left.tail if left is not None else parent.text) or ""
+        if not ys:
+            self._fix_text(parent, path, left, right, text, s[0])
+            return
+        nodes = b"".join(self._ser_with_tail(y, keep_tail=k < len(ys) - 1) for k, y in enumerate(ys))
+        last = text_content(s[-1])
+        first = text_content(s[0])
+        if text and text == s[-1]:  # new run goes before the existing text
+            content = first + nodes
+            if left is not None:
+                self._emit(Add(self._sel(left, path), content, pos="after"))
+            else:
+                self._emit(Add(path, content, pos="prepend"))
+        else:
+            if text and text != s[0]:
+                if s[0]:
+                    self._emit(Replace(self._text_sel(parent, path, left), text_content(s[0])))
+                else:
+                    self._emit(Remove(self._text_sel(parent, path, left)))
+                text = s[0]
+            content = (b"" if text else first) + nodes + last
+            if right is not None:
+                self._emit(Add(self._sel(right, path), content, pos="before"))
+            elif left is not None and not text:
+                self._emit(Add(self._sel(left, path), content, pos="after"))
+            else:
+                self._emit(Add(path, content))
+        self._set_gap(parent, left, right, s, ys)
+
+    @staticmethod
+    def _ser_with_tail(y: _Node, keep_tail: bool) -> bytes:
+        data = _ser(y)
+        return data + text_content(y.tail or "") if keep_tail else data
+
+    def _remove_run(
+        self, parent: _Node, path: str, xs: list[_Node], t: list[str], first: str, last: str
+    ) -> None:
+        keep = None
+        for target in (first, last):
+            for q, text in enumerate(t):
+                if text == target and all(
+                    not other.strip() for k, other in enumerate(t) if k != q
+                ):
+                    keep = q
+                    break
+            if keep is not None:
+                break
+        for i, x in enumerate(xs, start=1):
+            ws = None
+            if keep is not None:
+                if i <= keep and t[i - 1]:
+                    ws = "before"
+                elif i > keep and t[i]:
+                    ws = "after"
+            self._emit(Remove(self._sel(x, path), ws))  # type: ignore[arg-type]
+            self._drop(parent, x, ws)
+
+    def _drop(self, parent: _Node, x: _Node, ws: str | None) -> None:
+        prev = x.getprevious()
+        before = (prev.tail if prev is not None else parent.text) or ""
+        after = x.tail or ""
+        if ws in ("before", "both"):
+            before = ""
+        if ws in ("after", "both"):
+            after = ""
+        index = self.indexes.get(parent)
+        if index:
+            index.remove(x)
+        parent.remove(x)
+        if prev is not None:
+            prev.tail = before + after or None
+        else:
+            parent.text = before + after or None
+
+    def _fix_text(
+        self, parent: _Node, path: str, left: _Node | None, right: _Node | None,
+        text: str, target: str,
+    ) -> None:
+        if text == target:
+            return
+        if not text:
+            content = text_content(target)
+            if left is not None:
+                self._emit(Add(self._sel(left, path), content, pos="after"))
+            elif right is not None:
+                self._emit(Add(self._sel(right, path), content, pos="before"))
+            else:
+                self._emit(Add(path, content))
+        elif not target:
+            self._emit(Remove(self._text_sel(parent, path, left)))
+        else:
+            self._emit(Replace(self._text_sel(parent, path, left), text_content(target)))
+        if left is not None:
+            left.tail = target or None
+        else:
+            parent.text = target or None
+
+    def _set_gap(
+        self, parent: _Node, left: _Node | None, right: _Node | None,
+        s: list[str], ys: list[_Node],
+    ) -> None:
+        index = self.indexes.get(parent)
+        at = parent.index(left) + 1 if left is not None else 0
+        while at < len(parent) and parent[at] is not right:
+            gone = parent[at]
+            if index:
+                index.remove(gone)
+            parent.remove(gone)
+        if left is not None:
+            left.tail = s[0] or None
+        else:
+            parent.text = s[0] or None
+        for k, y in enumerate(ys, start=1):
+            node = _stand_in(y)
+            node.tail = s[k] or None
+            parent.insert(at, node)
+            at += 1
+            if index:
+                index.add(node)
+
+    def _replace_node(self, x: _Node, y: _Node, parent_path: str) -> None:
+        self._emit(Replace(self._sel(x, parent_path), _ser(y)))
+        parent = x.getparent()
+        if parent is None:  # the root element: nothing below it is visited again
+            return
+        index = self.indexes.get(parent)
+        if index:
+            index.remove(x)
+        if _is_element(x) and _is_element(y):
+            # Later selectors only see the tag and attributes; rewriting them in place
+            # avoids detaching a large subtree (lxml then re-homes every proxy in it).
+            x.tag = y.tag
+            x.attrib.clear()
+            x.attrib.update(dict(y.attrib))
+        else:
+            node = _stand_in(y)
+            node.tail = x.tail
+            parent.replace(x, node)
+            x = node
+        if index:
+            index.add(x)
+
+    # ---------------------------------------------------------- document level
+    def _diff_document_level(self, olds: tuple[list[_Node], list[_Node]]) -> None:
+        """Comments and PIs around the root element.  lxml cannot remove nodes at the
+        document level, so this last phase tracks that level as a list of kinds."""
+        new_root = self.new.getroot()
+        root_name = self._qname(new_root.tag, new_root)
+        before, after = olds
+        level: list[tuple[str, str | None]] = [_level_kind(x) for x in before]
+        level.append(("root", None))
+        level += [_level_kind(x) for x in after]
+        for preceding, old in ((True, before), (False, after)):
+            news = list(new_root.itersiblings(preceding=preceding))
+            if preceding:
+                news.reverse()
+            if [_ser(x) for x in old] == [_ser(y) for y in news]:
+                continue
+            for x in old:
+                kind = _level_kind(x)
+                at = level.index(kind, 0 if preceding else level.index(("root", None)))
+                n = level[:at].count(kind) + 1
+                if kind[0] == "comment":
+                    self._emit(Remove(f"comment()[{n}]"))
+                else:
+                    self._emit(Remove(f"processing-instruction({quote(kind[1] or '')})[{n}]"))
+                del level[at]
+            if news:
+                content = b"".join(_ser(y) for y in news)
+                self._emit(Add(root_name, content, pos="before" if preceding else "after"))
+                at = level.index(("root", None)) + (0 if preceding else 1)
+                level[at:at] = [_level_kind(y) for y in news]
+
+
+def _level_kind(node: _Node) -> tuple[str, str | None]:
+    if isinstance(node, etree._Comment):
+        return ("comment", None)
+    return ("pi", node.target)
