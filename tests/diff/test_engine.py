@@ -46,6 +46,8 @@ def assert_exact(old: bytes, new: bytes) -> None:
         b'<r xmlns="urn:a"><e uri="y"/>\n<e uri="x"/></r>',
     )
 )
+@example((b"<r><l><?p d?><?q d?>ab</l></r>", b"<r><l><?q d?>ab<?p d?></l></r>"))
+@example((b"<r><l><!--c--><!-- n -->\n</l></r>", b"<r><l><!-- n -->\n<!--c--></l></r>"))
 def test_patch_turns_old_into_new(pair: tuple[bytes, bytes]) -> None:
     assert_exact(*pair)
 

@@ -450,7 +450,7 @@ class _Differ:
                     if _is_element(x):
                         self._diff_element(x, y, path, False)
                     else:
-                        self._replace_node(x, y, path)
+                        x = oc[k] = self._replace_node(x, y, path)
                 if (x.tail or "") != (y.tail or ""):
                     right = oc[k + 1] if k + 1 < len(oc) else None
                     self._fix_text(o, path, x, right, x.tail or "", y.tail or "")
@@ -752,11 +752,12 @@ class _Differ:
             if index:
                 index.add(node)
 
-    def _replace_node(self, x: _Node, y: _Node, parent_path: str) -> None:
+    def _replace_node(self, x: _Node, y: _Node, parent_path: str) -> _Node:
+        """Emit a <replace> of ``x`` by ``y``; returns the node now in the working tree."""
         self._emit(Replace(self._sel(x, parent_path), _ser(y)))
         parent = x.getparent()
         if parent is None:  # the root element: nothing below it is visited again
-            return
+            return x
         index = self.indexes.get(parent)
         if index:
             index.remove(x)
@@ -773,6 +774,7 @@ class _Differ:
             x = node
         if index:
             index.add(x)
+        return x
 
     # ---------------------------------------------------------- document level
     def _diff_document_level(self, olds: tuple[list[_Node], list[_Node]]) -> None:

@@ -1,0 +1,43 @@
+# Every target works on a fresh machine: the project venv (.venv) is built on demand
+# and rebuilt only when setup.py or requirements-test.txt change.
+# Fresh-machine commands (README): `make run` (main job), `make test` (what CI runs).
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(VPY) -m pytest -q -p no:cacheprovider
+
+.PHONY: venv run test test-unit bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -e . -r requirements-test.txt
+	touch $@
+
+# Main job (until `make demo` exists): the xcap-diff document for the shipped examples.
+run: venv
+	$(VENV)/bin/xcapdiff diff examples/resource-lists-old.xml examples/resource-lists-new.xml \
+		--previous-etag 7c1d0a2e-1 --new-etag 7c1d0a2e-2
+
+# Everything CI must check, run in order by `make test` (and so by .ci/run).
+# Append later suites (real peers, the Debian package test, the demo) to this list.
+# Any non-zero exit fails the target, including pytest's 5 ("no tests ran").
+TEST_SUITES := test-unit
+
+test: $(TEST_SUITES)
+
+test-unit: venv
+	$(PYTEST) tests
+
+bench: venv
+	$(VPY) benchmarks/diff_bench.py
+
+lint: venv
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info
