@@ -21,11 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lxml import etree  # noqa: E402
 
-from xcapdiff_ext.diff.apply import apply_patch  # noqa: E402
-from xcapdiff_ext.diff.engine import diff_documents  # noqa: E402
-from xcapdiff_ext.xmlsafe import c14n, parse_document  # noqa: E402
+from xcapdiff_ext.diff.apply import apply_patch
+from xcapdiff_ext.diff.engine import diff_documents
+from xcapdiff_ext.xmlsafe import c14n, parse_document
 
 RL_HEAD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -560,7 +560,7 @@ def _choose_prefix(
     context: Element | None,
     *,
     attribute: bool,
-) -> str | None | _Missing:
+) -> str | _Missing | None:
     """RFC 5261 §4.2.3: the target prefix for ``uri``, or ``_MISSING`` if none is in scope."""
     if uri is None:
         return None if attribute or not scope.get(None) else _MISSING
