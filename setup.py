@@ -1,5 +1,7 @@
 """Packaging for xcapdiff_ext (setuptools; Debian builds it with pybuild)."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "Publish RFC 5874 xcap-diff documents from OpenXCAP to OpenSIPS "
         "(MI pua_publish or SIP PUBLISH)"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPL-3.0-or-later",
     packages=find_packages(include=["xcapdiff_ext", "xcapdiff_ext.*"]),

@@ -57,7 +57,7 @@ def rl_cases(n: int, rng: random.Random) -> dict[str, tuple[bytes, bytes]]:
     rng.shuffle(shuffled)
     return {
         "one entry changed": (old, resource_lists(ids, {mid: "Changed"})),
-        "insert in the middle": (old, resource_lists(ids[:mid] + [n + 1] + ids[mid:])),
+        "insert in the middle": (old, resource_lists([*ids[:mid], n + 1, *ids[mid:]])),
         "remove in the middle": (old, resource_lists(ids[:mid] + ids[mid + 1 :])),
         "10% changed": (old, resource_lists(ids, {i: f"Renamed {i}" for i in ten})),
         "full reorder": (old, resource_lists(shuffled)),
@@ -130,7 +130,8 @@ def main() -> int:
         ours = median_time(lambda: diff_documents(old, new), args.rounds)
         base = median_time(lambda: floor(old, new), args.rounds)
         size = len(patch.to_xml())
-        line = f"{name:40} {ours * 1e3:9.2f} {base * 1e3:9.2f} {ours / base:5.2f}x {len(patch):6d} {size:9d}"
+        line = f"{name:40} {ours * 1e3:9.2f} {base * 1e3:9.2f} {ours / base:5.2f}x"
+        line += f" {len(patch):6d} {size:9d}"
         run_xmldiff = None if args.no_xmldiff or len(old) > 200_000 else xmldiff_fast(old, new)
         if run_xmldiff is not None:
             theirs = median_time(run_xmldiff, max(1, args.rounds // 3))

@@ -508,7 +508,7 @@ def _patch(where: str, ops: list[etree._Element]) -> Patch:
 def _check_self_contained(where: str, ops: list[etree._Element], patch: Patch) -> None:
     """Each op's content, parsed under only ``patch.namespaces``, must mean what it meant
     in the xcap-diff (fails when it inherits a default namespace: NOTES trap 1)."""
-    for op, value in zip(ops, patch.ops):
+    for op, value in zip(ops, patch.ops, strict=True):
         if isinstance(value, Remove) or not value.content:
             continue
         wrapper = etree.Element("wrapper", nsmap=patch.nsmap)  # type: ignore[arg-type]

@@ -70,7 +70,7 @@ def parse_document(
     Raises ``DocumentTooLarge``, ``MalformedXml`` or ``UnsafeXml`` naming ``where``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError("parse_document takes bytes, not %s" % type(data).__name__)
+        raise TypeError(f"parse_document takes bytes, not {type(data).__name__}")
     if len(data) > limits.max_bytes:
         raise DocumentTooLarge(where, f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
     try:

@@ -62,7 +62,8 @@ def test_identical_documents_give_no_operations(tree: etree._ElementTree) -> Non
 # Pretty-printed lists exercise the prefix/suffix/line shortcuts of long child lists.
 def resource_list(entries: list[tuple[int, str]], name: str = "buddies") -> bytes:
     body = "".join(
-        f'    <entry uri="sip:u{i}@example.com">\n      <display-name>{dn}</display-name>\n    </entry>\n'
+        f'    <entry uri="sip:u{i}@example.com">\n'
+        f"      <display-name>{dn}</display-name>\n    </entry>\n"
         for i, dn in entries
     )
     return (
@@ -130,7 +131,7 @@ def test_removal_takes_its_indentation() -> None:
 
 
 def test_insertion_carries_its_indentation() -> None:
-    old, new = resource_list(BASE), resource_list(BASE[:10] + [(99, "New")] + BASE[10:])
+    old, new = resource_list(BASE), resource_list([*BASE[:10], (99, "New"), *BASE[10:]])
     (op,) = diff_documents(old, new)
     assert isinstance(op, Add) and op.pos == "after"
     assert op.content.startswith(b"\n    <entry") and op.content.endswith(b"</entry>")

@@ -332,7 +332,7 @@ def _check_binding(op: _Op, prefix: str, uri: str) -> None:
         raise InvalidNamespacePrefix(
             op.index, op.sel, f"prefix {prefix!r} cannot be declared"
         )
-    if not uri or uri == XML_NS or uri == "http://www.w3.org/2000/xmlns/":
+    if not uri or uri in (XML_NS, "http://www.w3.org/2000/xmlns/"):
         raise InvalidNamespaceUri(op.index, op.sel, f"invalid namespace URI {uri!r}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union, overload
+from typing import Literal, overload
 
 from lxml import etree
 
@@ -82,7 +82,7 @@ class Remove:
             raise ValueError(f"Remove ws must be before/after/both, not {self.ws!r}")
 
 
-PatchOp = Union[Add, Replace, Remove]
+PatchOp = Add | Replace | Remove
 
 _TAGS = {Add: "add", Replace: "replace", Remove: "remove"}
 
