@@ -139,8 +139,10 @@ def main() -> int:
         print(line, flush=True)
         check = median_time(lambda: c14n(parse_document(apply_patch(old, patch))), args.rounds)
         ok = c14n(parse_document(apply_patch(old, patch))) == c14n(parse_document(new))
-        print(f"{'  self-check (apply + C14N)':40} {check * 1e3:9.2f} {'':9} {check / base:5.2f}x"
-              f" {'exact' if ok else 'MISMATCH'}")
+        print(
+            f"{'  self-check (apply + C14N)':40} {check * 1e3:9.2f} {'':9} {check / base:5.2f}x"
+            f" {'exact' if ok else 'MISMATCH'}"
+        )
         if not ok:
             return 1
     return 0

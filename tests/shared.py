@@ -14,9 +14,7 @@ from pathlib import Path
 from lxml import etree
 
 SHARED = Path(
-    os.environ.get(
-        "XCAPDIFF_SHARED", Path(__file__).resolve().parents[1].parent / "shared"
-    )
+    os.environ.get("XCAPDIFF_SHARED", Path(__file__).resolve().parents[1].parent / "shared")
 )
 VECTORS = SHARED / "vectors"
 SCHEMAS = SHARED / "spec" / "schemas"
@@ -40,9 +38,7 @@ def xcap_diff_schema() -> etree.XMLSchema:
 def assert_valid_xcap_diff(data: bytes) -> None:
     """Fail with the schema's own messages unless ``data`` is a valid xcap-diff."""
     schema = xcap_diff_schema()
-    doc = etree.fromstring(
-        data, etree.XMLParser(no_network=True, resolve_entities=False)
-    )
+    doc = etree.fromstring(data, etree.XMLParser(no_network=True, resolve_entities=False))
     if not schema.validate(doc):
         raise AssertionError(
             f"not schema-valid: {schema.error_log}\n{data.decode('utf-8', 'replace')}"

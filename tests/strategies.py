@@ -87,8 +87,18 @@ def edits(draw: st.DrawFn, tree: etree._ElementTree) -> etree._ElementTree:
         node = draw(st.sampled_from(nodes))
         op = draw(
             st.sampled_from(
-                ["text", "tail", "attr", "del-attr", "insert", "remove", "replace", "move",
-                 "rename", "comment"]
+                [
+                    "text",
+                    "tail",
+                    "attr",
+                    "del-attr",
+                    "insert",
+                    "remove",
+                    "replace",
+                    "move",
+                    "rename",
+                    "comment",
+                ]
             )
         )
         parent = node.getparent()
@@ -107,7 +117,7 @@ def edits(draw: st.DrawFn, tree: etree._ElementTree) -> etree._ElementTree:
         elif op == "remove" and parent is not None:
             prev = node.getprevious()
             if draw(st.booleans()):  # keep the surrounding text, as XCAP DELETE does
-                joined = (node.tail or "")
+                joined = node.tail or ""
                 if prev is not None:
                     prev.tail = (prev.tail or "") + joined or None
                 else:

@@ -27,9 +27,7 @@ def c14n(data: bytes) -> bytes:
     return bytes(etree.tostring(tree, method="c14n", with_comments=True))
 
 
-def run(
-    capsysbinary: pytest.CaptureFixture[bytes], *argv: object
-) -> tuple[int, bytes, str]:
+def run(capsysbinary: pytest.CaptureFixture[bytes], *argv: object) -> tuple[int, bytes, str]:
     status = main([str(a) for a in argv])
     captured = capsysbinary.readouterr()
     return status, captured.out, captured.err.decode()
@@ -77,9 +75,7 @@ def test_diff_default_etags_are_stable(
 
 
 def test_diff_created(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    status, out, _ = run(
-        capsysbinary, "diff", "none", NEW, "--xcap-root", "https://x.test/xcap/"
-    )
+    status, out, _ = run(capsysbinary, "diff", "none", NEW, "--xcap-root", "https://x.test/xcap/")
     assert status == 0
     assert etree.fromstring(out).get("xcap-root") == "https://x.test/xcap/"
     (doc,) = documents(out)
@@ -116,10 +112,7 @@ def test_diff_explicit_sel(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
 def test_guess_auid() -> None:
     assert guess_auid(RL_NS, "resource-lists") == "resource-lists"
     assert guess_auid("urn:ietf:params:xml:ns:common-policy", "ruleset") == "pres-rules"
-    assert (
-        guess_auid("urn:ietf:params:xml:ns:rls-services", "rls-services")
-        == "rls-services"
-    )
+    assert guess_auid("urn:ietf:params:xml:ns:rls-services", "rls-services") == "rls-services"
     assert guess_auid("urn:ietf:params:xml:ns:pidf", "presence") == "pidf-manipulation"
     assert guess_auid("urn:example:unknown", "root") is None
     assert guess_auid(None, "root") is None
@@ -133,38 +126,28 @@ def test_diff_none_none_is_usage_error(
     one_error_line(err)
 
 
-def test_diff_missing_file(
-    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
-) -> None:
+def test_diff_missing_file(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
     missing = tmp_path / "nope.xml"
     status, out, err = run(capsysbinary, "diff", missing, NEW)
     assert status == 2 and out == b""
     assert str(missing) in one_error_line(err)
 
 
-def test_diff_malformed_xml(
-    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
-) -> None:
+def test_diff_malformed_xml(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
     bad = tmp_path / "bad.xml"
-    bad.write_bytes(
-        b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">\n<list>\n'
-    )
+    bad.write_bytes(b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">\n<list>\n')
     status, out, err = run(capsysbinary, "diff", OLD, bad)
     assert status == 2 and out == b""
     assert "bad.xml" in one_error_line(err)
 
 
-def test_diff_unsafe_xml(
-    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
-) -> None:
+def test_diff_unsafe_xml(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.xml"
     bomb.write_bytes(
         b'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
         b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n<r>&b;</r>\n'
     )
-    status, out, err = run(
-        capsysbinary, "diff", "none", bomb, "--sel", "x/global/index"
-    )
+    status, out, err = run(capsysbinary, "diff", "none", bomb, "--sel", "x/global/index")
     assert status == 2 and out == b""
     one_error_line(err)
 
@@ -200,9 +183,7 @@ def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
 # --- apply ------------------------------------------------------------------
 
 
-def test_apply_roundtrip(
-    capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
-) -> None:
+def test_apply_roundtrip(capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path) -> None:
     status, xcap_diff, _ = run(capsysbinary, "diff", OLD, NEW)
     assert status == 0
     patch = tmp_path / "change.xml"

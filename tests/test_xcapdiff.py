@@ -72,9 +72,7 @@ def test_vectors_are_there() -> None:
     assert len(XCAP_DIFF_VECTORS) == 20, XCAP_DIFF_VECTORS
 
 
-@pytest.mark.parametrize(
-    "path", XCAP_DIFF_VECTORS, ids=lambda p: f"{p.parent.name}/{p.name}"
-)
+@pytest.mark.parametrize("path", XCAP_DIFF_VECTORS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_rfc_example_parses_and_rebuilds(path) -> None:  # type: ignore[no-untyped-def]
     data = path.read_bytes()
     assert_valid_xcap_diff(data)
@@ -91,11 +89,7 @@ def test_rfc5874_s5_example_values() -> None:
     assert doc == DocumentEntry(
         "resource-lists/users/sip:joe@example.com/coworkers", "8a77f8d", "7ahggs"
     )
-    assert (
-        isinstance(element, ElementEntry)
-        and element.exists
-        and element.content is not None
-    )
+    assert isinstance(element, ElementEntry) and element.exists and element.content is not None
     assert element.sel.endswith("service%5b@uri='sip:marketing@example.com'%5d")
     # The element's content keeps its expanded names: the default namespace of the
     # xcap-diff document (rls-services) travels with it, the d: binding does not.
@@ -141,9 +135,7 @@ def test_attribute_exists_zero_and_empty_notify() -> None:
         AttributeEntry("tests/users/sip:joe@example.com/index/~~/doc/@id", False),
     )
     assert b'exists="false"' in build(removed)
-    assert parse_xcap_diff(vector("rfc5875/A.5-notify-initial-empty.xml")) == XcapDiff(
-        ROOT
-    )
+    assert parse_xcap_diff(vector("rfc5875/A.5-notify-initial-empty.xml")) == XcapDiff(ROOT)
 
 
 def test_default_namespace_trap_is_refused_but_usable_raw() -> None:
@@ -338,9 +330,7 @@ def test_constants() -> None:
         lambda: DocumentEntry("a/b", None, "2", body_not_changed=True),
         lambda: DocumentEntry("a/b", None, "2", Patch((Remove("x/y"),))),
         lambda: DocumentEntry("a/b", "1", None, Patch((Remove("x/y"),))),
-        lambda: DocumentEntry(
-            "a/b", "1", "2", Patch((Remove("x/y"),)), body_not_changed=True
-        ),
+        lambda: DocumentEntry("a/b", "1", "2", Patch((Remove("x/y"),)), body_not_changed=True),
         lambda: DocumentEntry("a/b", "1", "2", Patch()),
         lambda: DocumentEntry("/a/b", "1", "2"),
         lambda: DocumentEntry("http://x/a/b", "1", "2"),
@@ -365,10 +355,7 @@ def test_invariants(make) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_xcap_root_gets_a_trailing_slash() -> None:
-    assert (
-        XcapDiff("https://xcap.example.com/root").xcap_root
-        == "https://xcap.example.com/root/"
-    )
+    assert XcapDiff("https://xcap.example.com/root").xcap_root == "https://xcap.example.com/root/"
     assert XcapDiff("http://xcap.example.com").xcap_root == "http://xcap.example.com/"
     assert XcapDiff(ROOT, [DocumentEntry("a/b", None, "1")]).entries == (  # type: ignore[arg-type]
         DocumentEntry("a/b", None, "1"),
@@ -380,9 +367,7 @@ def test_attribute_value_none_means_empty_when_it_exists() -> None:
 
 
 def test_patch_may_not_rebind_d() -> None:
-    entry = DocumentEntry(
-        "a/b", "1", "2", Patch((Remove("d:x"),), (("d", "urn:not-xcap-diff"),))
-    )
+    entry = DocumentEntry("a/b", "1", "2", Patch((Remove("d:x"),), (("d", "urn:not-xcap-diff"),)))
     with pytest.raises(ValueError, match="'d'"):
         build_xcap_diff(XcapDiff(ROOT, (entry,)))
 
@@ -401,9 +386,7 @@ HAND_MADE = [
     DocumentEntry(JOE, "deleted", None),
     DocumentEntry(JOE, "a", "b"),
     DocumentEntry(JOE, "a", "b", body_not_changed=True),
-    DocumentEntry(
-        "tests/users/sip:o'neil&co@example.com/ind%C3%A9x", '"q"&<', "\u00e9\u2603"
-    ),
+    DocumentEntry("tests/users/sip:o'neil&co@example.com/ind%C3%A9x", '"q"&<', "\u00e9\u2603"),
     ElementEntry(f"{JOE}/~~/doc/foo", True, b"<foo>this is a new element</foo>"),
     ElementEntry(f"{JOE}/~~/doc/foo", False),
     ElementEntry(f"{JOE}/~~/doc/foo"),
@@ -414,9 +397,7 @@ HAND_MADE = [
         '\n  <list xmlns="urn:x" name="\u00e9">t &lt; &amp; &gt;</list><!-- c --><?p i?>\n'
         "</s:service>".encode(),
     ),
-    ElementEntry(
-        f"{JOE}/~~/doc/x", True, '<d:x xmlns:d="urn:other">\u2603</d:x>'.encode()
-    ),
+    ElementEntry(f"{JOE}/~~/doc/x", True, '<d:x xmlns:d="urn:other">\u2603</d:x>'.encode()),
     AttributeEntry(f"{JOE}/~~/doc/@id", True, "bar"),
     AttributeEntry(f"{JOE}/~~/doc/@id", True, NASTY),
     AttributeEntry(f"{JOE}/~~/doc/@id", True, ""),
@@ -493,17 +474,13 @@ def element_content(draw: st.DrawFn, depth: int = 0) -> bytes:
     def make(parent: etree._Element | None, level: int) -> etree._Element:
         name = draw(st.sampled_from(NAMES))
         ns = draw(st.sampled_from(NAMESPACES))
-        tag, nsmap = (
-            (name, None) if ns is None else (f"{{{ns[1]}}}{name}", {ns[0]: ns[1]})
-        )
+        tag, nsmap = (name, None) if ns is None else (f"{{{ns[1]}}}{name}", {ns[0]: ns[1]})
         el = (
             etree.Element(tag, nsmap=nsmap)
             if parent is None
             else etree.SubElement(parent, tag, nsmap=nsmap)
         )
-        for attr in draw(
-            st.lists(st.sampled_from(["id", "uri", "name"]), unique=True, max_size=2)
-        ):
+        for attr in draw(st.lists(st.sampled_from(["id", "uri", "name"]), unique=True, max_size=2)):
             el.set(attr, draw(xml_text))
         el.text = draw(xml_text) or None
         if level < 2:
@@ -543,9 +520,9 @@ roots = st.builds(
 xcap_diffs = st.builds(
     XcapDiff,
     roots,
-    st.lists(
-        st.one_of(document_entries, element_entries, attribute_entries), max_size=6
-    ).map(tuple),
+    st.lists(st.one_of(document_entries, element_entries, attribute_entries), max_size=6).map(
+        tuple
+    ),
 )
 
 
@@ -566,21 +543,15 @@ TARGET = (
 NS = (("p", "urn:def"), ("s", "urn:s"), ("x", "urn:x"))
 
 PATCHES = {
-    "add-element": Patch(
-        (Add("p:doc", b'<p:new q="&quot;&amp;">v &amp; w \xc3\xa9</p:new>'),), NS
-    ),
+    "add-element": Patch((Add("p:doc", b'<p:new q="&quot;&amp;">v &amp; w \xc3\xa9</p:new>'),), NS),
     "add-prepend-text-and-element": Patch(
         (Add("p:doc/p:list", b'  <p:entry n="0"/>', "prepend"),), NS
     ),
-    "add-before-comment": Patch(
-        (Add("p:doc/comment()[1]", b"<?pi data?>", "before"),), NS
-    ),
+    "add-before-comment": Patch((Add("p:doc/comment()[1]", b"<?pi data?>", "before"),), NS),
     "add-attribute": Patch((Add("p:doc", b"it's &lt;x&gt;", type="@b"),), NS),
     "add-namespace": Patch((Add("p:doc", b"urn:new", type="namespace::n"),), NS),
     "replace-attribute": Patch((Replace("p:doc/@a", b'2 &amp; "q"'),), NS),
-    "replace-element": Patch(
-        (Replace("p:doc/x:item[@id='1']", b'<x:item id="2">u</x:item>'),), NS
-    ),
+    "replace-element": Patch((Replace("p:doc/x:item[@id='1']", b'<x:item id="2">u</x:item>'),), NS),
     "replace-comment": Patch((Replace("p:doc/comment()[1]", b"<!--d-->"),), NS),
     "replace-text": Patch((Replace("p:doc/x:item/text()", b"new &amp; text"),), NS),
     "remove-element-ws": Patch((Remove("p:doc/s:e", "after"),), NS),
@@ -631,9 +602,7 @@ def patches(draw: st.DrawFn) -> Patch:
         kind = draw(st.sampled_from(["add", "add-attr", "replace", "remove"]))
         if kind == "add":
             content = draw(patch_text) + draw(element_content()) + draw(patch_text)
-            ops.append(
-                Add("p:doc/p:list", content, draw(st.sampled_from([None, "prepend"])))
-            )
+            ops.append(Add("p:doc/p:list", content, draw(st.sampled_from([None, "prepend"]))))
         elif kind == "add-attr":
             ops.append(
                 Add(
@@ -661,18 +630,14 @@ def patches(draw: st.DrawFn) -> Patch:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(relative_sel, nonempty_text, nonempty_text, patches())
-def test_round_trip_with_patches(
-    sel: str, previous: str, new: str, patch: Patch
-) -> None:
+def test_round_trip_with_patches(sel: str, previous: str, new: str, patch: Patch) -> None:
     entry = DocumentEntry(sel, previous, new, patch)
     (parsed,) = parse_xcap_diff(build(XcapDiff(ROOT, (entry,)))).entries
     assert isinstance(parsed, DocumentEntry)
     assert (parsed.sel, parsed.previous_etag, parsed.new_etag) == (sel, previous, new)
     assert parsed == dataclasses.replace(entry, patch=parsed.patch)
     assert parsed.patch is not None
-    assert [(type(a), a.sel) for a in parsed.patch.ops] == [
-        (type(b), b.sel) for b in patch.ops
-    ]
+    assert [(type(a), a.sel) for a in parsed.patch.ops] == [(type(b), b.sel) for b in patch.ops]
     assert set(parsed.patch.namespaces) == set(patch.namespaces)
     assert _outcome(parsed.patch) == _outcome(patch)
 
@@ -830,9 +795,7 @@ def test_document_entry_patch_is_self_checked(old: str, new: str) -> None:
         ),
     ],
 )
-def test_document_entry_bad_documents_give_etags_only(
-    old: bytes, new: bytes, reason: str
-) -> None:
+def test_document_entry_bad_documents_give_etags_only(old: bytes, new: bytes, reason: str) -> None:
     entry, why = document_entry(JOE, old, new, "e1", "e2")
     assert entry == DocumentEntry(JOE, "e1", "e2")
     assert why is not None and why.startswith(reason)

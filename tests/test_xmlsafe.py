@@ -20,8 +20,7 @@ FAST = 2.0  # seconds; every refusal must be immediate (no expansion, no I/O)
 BILLION_LAUGHS = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n<!ENTITY lol "lol">\n'
     + b"".join(
-        b'<!ENTITY lol%d "%s">\n'
-        % (n, (b"&lol%d;" % (n - 1) if n > 2 else b"&lol;") * 10)
+        b'<!ENTITY lol%d "%s">\n' % (n, (b"&lol%d;" % (n - 1) if n > 2 else b"&lol;") * 10)
         for n in range(2, 10)
     )
     + b"]>\n<lolz>&lol9;</lolz>"
@@ -29,9 +28,7 @@ BILLION_LAUGHS = (
 # The same without the amplification: entity declarations alone are refused.
 ONE_ENTITY = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY e "x">]><r>&e;</r>'
 XXE = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
-EXTERNAL_DTD = (
-    b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "http://example.invalid/r.dtd"><r/>'
-)
+EXTERNAL_DTD = b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "http://example.invalid/r.dtd"><r/>'
 DEEP = b"<a>" * 10_000 + b"</a>" * 10_000
 
 
@@ -124,9 +121,7 @@ def _opened_by_parser(tmp_path: Path, make_doc: Callable[[str], bytes]) -> bool:
 @pytest.mark.parametrize(
     "template",
     [
-        pytest.param(
-            '<?xml version="1.0"?><!DOCTYPE r SYSTEM "{}"><r/>', id="external-dtd"
-        ),
+        pytest.param('<?xml version="1.0"?><!DOCTYPE r SYSTEM "{}"><r/>', id="external-dtd"),
         pytest.param(
             '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % x SYSTEM "{}"> %x;]><r/>',
             id="external-parameter-entity",
@@ -163,9 +158,7 @@ def test_depth_limit() -> None:
 
 
 def test_predefined_and_character_references_are_fine() -> None:
-    root = parse_document(
-        b"<r a='&quot;&amp;'>&amp;&lt;&gt;&#65;&#x263A;</r>"
-    ).getroot()
+    root = parse_document(b"<r a='&quot;&amp;'>&amp;&lt;&gt;&#65;&#x263A;</r>").getroot()
     assert root.text == "&<>A\u263a"
     assert root.get("a") == '"&'
 
@@ -198,7 +191,5 @@ def test_whitespace_comments_pis_are_kept_and_cdata_becomes_text() -> None:
 def test_non_ascii_encodings() -> None:
     text = "J\u00f6rg \u2603 \U0001f600"
     assert parse_document(f"<r>{text}</r>".encode()).getroot().text == text
-    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><r>J\u00f6rg</r>'.encode(
-        "latin-1"
-    )
+    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><r>J\u00f6rg</r>'.encode("latin-1")
     assert parse_document(latin1).getroot().text == "J\u00f6rg"

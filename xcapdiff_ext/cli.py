@@ -133,9 +133,7 @@ def _cmd_diff(args: argparse.Namespace, out: IO[bytes], err: IO[str]) -> int:
         auid = guess_auid(namespace, local_name)
         if auid is None:
             root = f"{{{namespace}}}{local_name}" if namespace else local_name
-            raise UsageError(
-                f"unknown application usage for root element {root}: give --sel"
-            )
+            raise UsageError(f"unknown application usage for root element {root}: give --sel")
         sel = default_selector(auid)
     sel = sel.lstrip("/")
     if not sel:
@@ -178,9 +176,7 @@ def _select_documents(
         raise UsageError(f"{where} has no <document> entry")
     sels = {d.sel.lstrip("/") for d in documents}
     if len(sels) > 1:
-        raise UsageError(
-            f"{where} has <document> entries for {len(sels)} documents: give --sel"
-        )
+        raise UsageError(f"{where} has <document> entries for {len(sels)} documents: give --sel")
     return list(documents)
 
 
@@ -194,9 +190,7 @@ def _carries(document: DocumentElement) -> tuple[bool, bool]:
             continue
         if child.tag == f"{{{XCAP_DIFF_NS}}}body-not-changed":
             body_not_changed = True
-        elif child.tag in {
-            f"{{{XCAP_DIFF_NS}}}{t}" for t in ("add", "replace", "remove")
-        }:
+        elif child.tag in {f"{{{XCAP_DIFF_NS}}}{t}" for t in ("add", "replace", "remove")}:
             ops = True
     return ops, body_not_changed
 
@@ -225,9 +219,7 @@ def _cmd_apply(args: argparse.Namespace, out: IO[bytes], err: IO[str]) -> int:
             try:
                 documents = document_elements(patch_data)
             except (XcapDiffError, ValueError) as error:
-                raise UsageError(
-                    f"invalid xcap-diff document {args.xcapdiff}: {error}"
-                ) from None
+                raise UsageError(f"invalid xcap-diff document {args.xcapdiff}: {error}") from None
             for entry in _select_documents(documents, args.sel, args.xcapdiff):
                 has_ops, body_not_changed = _carries(entry)
                 if body_not_changed:
@@ -258,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute and apply RFC 5874 xcap-diff documents (RFC 5261 patches).",
         epilog="Exit status: 0 ok, 1 a patch failed, 2 bad usage or invalid input.",
     )
-    commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=_Parser
-    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     diff = commands.add_parser(
         "diff",
@@ -273,12 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
             "be given it carries etag-only entries and a warning goes to stderr."
         ),
     )
-    diff.add_argument(
-        "old", metavar="OLD", help="old version of the document, or 'none'"
-    )
-    diff.add_argument(
-        "new", metavar="NEW", help="new version of the document, or 'none'"
-    )
+    diff.add_argument("old", metavar="OLD", help="old version of the document, or 'none'")
+    diff.add_argument("new", metavar="NEW", help="new version of the document, or 'none'")
     diff.add_argument(
         "--xcap-root",
         default=DEFAULT_XCAP_ROOT,
@@ -316,12 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
             "and names the RFC 5261 error element (e.g. unlocated-node) on stderr."
         ),
     )
-    apply.add_argument(
-        "doc", metavar="DOC", help="the document to patch ('-' for stdin)"
-    )
-    apply.add_argument(
-        "xcapdiff", metavar="XCAPDIFF", help="the xcap-diff or <diff> document"
-    )
+    apply.add_argument("doc", metavar="DOC", help="the document to patch ('-' for stdin)")
+    apply.add_argument("xcapdiff", metavar="XCAPDIFF", help="the xcap-diff or <diff> document")
     apply.add_argument(
         "--sel",
         metavar="DOCSEL",
@@ -339,9 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(list(args_in))
         if getattr(args, "run", None) is None:
-            raise UsageError(
-                f"a command is required: diff or apply (see '{PROG} --help')"
-            )
+            raise UsageError(f"a command is required: diff or apply (see '{PROG} --help')")
         status: int = args.run(args, out, err)
         return status
     except SystemExit as stop:  # --help

@@ -196,14 +196,10 @@ def build_xcap_diff(diff: XcapDiff) -> bytes:
             if not entry.exists:
                 el.set("exists", "false")
             if entry.content is not None:
-                tree = parse_document(
-                    entry.content, where=f"element {entry.sel} content"
-                )
+                tree = parse_document(entry.content, where=f"element {entry.sel} content")
                 content = tree.getroot()
                 if content.getprevious() is not None or content.getnext() is not None:
-                    raise ValueError(
-                        f"element {entry.sel!r}: content must be one element only"
-                    )
+                    raise ValueError(f"element {entry.sel!r}: content must be one element only")
                 el.append(content)
         else:
             el = etree.SubElement(root, f"{_D}attribute")
@@ -296,9 +292,7 @@ def _scan(data: bytes, limits: Limits, where: str) -> tuple[str, list[etree._Ele
     return xcap_root, entries
 
 
-def _document_children(
-    where: str, el: etree._Element
-) -> tuple[list[etree._Element], bool]:
+def _document_children(where: str, el: etree._Element) -> tuple[list[etree._Element], bool]:
     """The operation elements of a ``<d:document>`` and whether it says body-not-changed."""
     _check_no_text(where, el, "<document>")
     ops: list[etree._Element] = []
@@ -339,9 +333,7 @@ def document_elements(
             continue
         _document_children(where, el)
         sel = el.get("sel", "")
-        out.append(
-            DocumentElement(sel, el.get("previous-etag"), el.get("new-etag"), el)
-        )
+        out.append(DocumentElement(sel, el.get("previous-etag"), el.get("new-etag"), el))
     return tuple(out)
 
 
@@ -515,9 +507,7 @@ def _check_self_contained(where: str, ops: list[etree._Element], patch: Patch) -
         try:
             reparsed = parse_fragment(value.content, wrapper, where=where)
         except XmlInputError as err:
-            raise _fail(
-                where, op, f"patch content cannot stand alone: {err.detail}"
-            ) from err
+            raise _fail(where, op, f"patch content cannot stand alone: {err.detail}") from err
         if _signature(reparsed) != _signature(op):
             raise _fail(
                 where,
@@ -589,9 +579,7 @@ def document_entry(
         wire = build_xcap_diff(XcapDiff("http://self-check.invalid/", (entry,)))
         (raw,) = document_elements(wire)
         result = apply_patch(old, raw.element, limits=limits)
-        result_c14n = c14n(
-            parse_document(result, where=f"{sel} (patched)", limits=limits)
-        )
+        result_c14n = c14n(parse_document(result, where=f"{sel} (patched)", limits=limits))
     except XcapDiffError as err:  # PatchError, bad patched output
         return fallback, f"self-check failed: {type(err).__name__}: {err}"
     except ValueError as err:  # the patch could not be serialized

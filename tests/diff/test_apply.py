@@ -75,17 +75,12 @@ def test_rfc5261_a16_merges_the_whitespace_around_the_removed_pi() -> None:
     foo.tail = (foo.tail or "") + (pi.tail or "")
     expected.getroot().remove(pi)
     assert canon(result) == c14n(expected)
-    assert (
-        canon(result)
-        == b'<doc>\n  <foo a="1">This is a sample document</foo>\n  \n</doc>'
-    )
+    assert canon(result) == b'<doc>\n  <foo a="1">This is a sample document</foo>\n  \n</doc>'
     printed = canon(vector("rfc5261/A.16-result.xml"))
     assert canon(result).replace(b"\n  \n</doc>", b"\n</doc>") == printed
 
 
-@pytest.mark.parametrize(
-    "patch", ["rfc5874/A.2-aggregate.xml", "rfc5874/A.2-chain.xml"]
-)
+@pytest.mark.parametrize("patch", ["rfc5874/A.2-aggregate.xml", "rfc5874/A.2-chain.xml"])
 def test_rfc5874_a2(patch: str) -> None:
     current = vector("rfc5874/A-joe-index.xml")
     for document in documents(vector(patch)):
@@ -156,9 +151,7 @@ def test_ops_container_namespace_and_skipped_elements() -> None:
         b"</d:document>"
     )
     assert canon(apply_patch(b"<doc/>", data)) == b"<doc>x</doc>"
-    assert (
-        canon(apply_patch(b"<doc/>", parse_document(data).getroot())) == b"<doc>x</doc>"
-    )
+    assert canon(apply_patch(b"<doc/>", parse_document(data).getroot())) == b"<doc>x</doc>"
 
 
 def test_xml_declaration_kept_only_when_present() -> None:
@@ -200,10 +193,7 @@ def test_prepend_before_after() -> None:
         patched(target, '<add sel="doc" pos="prepend"><z/></add>')
         == b"<doc><z></z><a></a><b></b></doc>"
     )
-    assert (
-        patched(target, '<add sel="doc/b" pos="before">t</add>')
-        == b"<doc><a></a>t<b></b></doc>"
-    )
+    assert patched(target, '<add sel="doc/b" pos="before">t</add>') == b"<doc><a></a>t<b></b></doc>"
     assert (
         patched(target, '<add sel="doc/a" pos="after"><?p d?></add>')
         == b"<doc><a></a><?p d?><b></b></doc>"
@@ -221,14 +211,8 @@ def test_document_level_comments_and_pis() -> None:
 
 
 def test_replace_root_and_empty_values() -> None:
-    assert (
-        patched(b"<doc a='1'>t</doc>", '<replace sel="doc"><new/></replace>')
-        == b"<new></new>"
-    )
-    assert (
-        patched(b"<doc a='1'>t</doc>", '<replace sel="doc/@a"/>')
-        == b'<doc a="">t</doc>'
-    )
+    assert patched(b"<doc a='1'>t</doc>", '<replace sel="doc"><new/></replace>') == b"<new></new>"
+    assert patched(b"<doc a='1'>t</doc>", '<replace sel="doc/@a"/>') == b'<doc a="">t</doc>'
     assert (
         patched(b"<doc a='1'>t<x/></doc>", '<replace sel="doc/text()"/>')
         == b'<doc a="1"><x></x></doc>'
@@ -237,20 +221,14 @@ def test_replace_root_and_empty_values() -> None:
 
 def test_remove_ws_before_and_both() -> None:
     target = b"<doc>\n  <a/>\n  <b/>\n</doc>"
-    assert (
-        patched(target, '<remove sel="doc/b" ws="before"/>')
-        == b"<doc>\n  <a></a>\n</doc>"
-    )
+    assert patched(target, '<remove sel="doc/b" ws="before"/>') == b"<doc>\n  <a></a>\n</doc>"
     assert patched(target, '<remove sel="doc/a" ws="both"/>') == b"<doc><b></b>\n</doc>"
 
 
 def test_remove_between_texts_merges_them() -> None:
     out = apply_patch(b"<doc>a<!--c-->b</doc>", diff('<remove sel="doc/comment()"/>'))
     assert canon(out) == b"<doc>ab</doc>"
-    assert (
-        canon(apply_patch(out, diff('<replace sel="doc/text()">x</replace>')))
-        == b"<doc>x</doc>"
-    )
+    assert canon(apply_patch(out, diff('<replace sel="doc/text()">x</replace>'))) == b"<doc>x</doc>"
 
 
 def test_namespace_replace_rebinds_names_using_the_prefix() -> None:
@@ -260,13 +238,9 @@ def test_namespace_replace_rebinds_names_using_the_prefix() -> None:
 
 
 def test_namespace_add_and_remove() -> None:
-    out = patched(
-        b"<doc><x/></doc>", '<add sel="doc/x" type="namespace::p">urn:p</add>'
-    )
+    out = patched(b"<doc><x/></doc>", '<add sel="doc/x" type="namespace::p">urn:p</add>')
     assert out == b'<doc><x xmlns:p="urn:p"></x></doc>'
-    out = patched(
-        b'<doc xmlns:p="urn:p"><x/></doc>', '<remove sel="doc/namespace::p"/>'
-    )
+    out = patched(b'<doc xmlns:p="urn:p"><x/></doc>', '<remove sel="doc/namespace::p"/>')
     assert out == b"<doc><x></x></doc>"
 
 
@@ -285,9 +259,7 @@ def test_context_node_prefix_is_second_choice() -> None:
     assert out == b'<a:doc xmlns:a="urn:n" xmlns:b="urn:n"><a:x></a:x></a:doc>'
 
 
-@pytest.mark.parametrize(
-    ("diff_prefix", "chosen"), [("n", b"m:x"), ("b", b"a:x"), ("A", b"a:x")]
-)
+@pytest.mark.parametrize(("diff_prefix", "chosen"), [("n", b"m:x"), ("b", b"a:x"), ("A", b"a:x")])
 def test_sorted_prefix_before_the_diffs(diff_prefix: str, chosen: bytes) -> None:
     target = b'<doc xmlns:a="urn:n" xmlns:m="urn:n"/>'
     out = patched(
@@ -295,14 +267,7 @@ def test_sorted_prefix_before_the_diffs(diff_prefix: str, chosen: bytes) -> None
         f'<add sel="doc"><{diff_prefix}:x/></add>',
         f'xmlns:{diff_prefix}="urn:n"',
     )
-    assert (
-        out
-        == b'<doc xmlns:a="urn:n" xmlns:m="urn:n"><'
-        + chosen
-        + b"></"
-        + chosen
-        + b"></doc>"
-    )
+    assert out == b'<doc xmlns:a="urn:n" xmlns:m="urn:n"><' + chosen + b"></" + chosen + b"></doc>"
 
 
 @pytest.mark.parametrize(("diff_prefix", "chosen"), [("a", b"x"), ("z", b"m:x")])
@@ -346,9 +311,7 @@ def test_attribute_never_takes_the_default_namespace() -> None:
 
 
 def test_no_namespace_content_under_default_namespace_is_undeclared() -> None:
-    out = patched(
-        b'<doc xmlns="urn:n"/>', '<add sel="p:doc"><x/></add>', 'xmlns:p="urn:n"'
-    )
+    out = patched(b'<doc xmlns="urn:n"/>', '<add sel="p:doc"><x/></add>', 'xmlns:p="urn:n"')
     assert out == b'<doc xmlns="urn:n"><x xmlns=""></x></doc>'
 
 
@@ -597,9 +560,7 @@ ERROR_CASES = [
     [case[1:] for case in ERROR_CASES],
     ids=[case[0] for case in ERROR_CASES],
 )
-def test_errors(
-    target: bytes, ops: str, ns: str, error: type[PatchError], op_index: int
-) -> None:
+def test_errors(target: bytes, ops: str, ns: str, error: type[PatchError], op_index: int) -> None:
     with pytest.raises(error) as info:
         apply_patch(target, diff(ops, ns))
     assert type(info.value) is error
@@ -650,9 +611,7 @@ def test_wrong_patch_type() -> None:
         apply_patch(b"<doc/>", "not bytes")  # type: ignore[arg-type]
 
 
-TARGET = (
-    b'<doc xmlns:p="urn:p" a="1">\n <p:x b="2">t<!--c--><?pi d?></p:x>\n <y/>\n</doc>'
-)
+TARGET = b'<doc xmlns:p="urn:p" a="1">\n <p:x b="2">t<!--c--><?pi d?></p:x>\n <y/>\n</doc>'
 
 
 @settings(max_examples=200, deadline=None)
@@ -671,9 +630,7 @@ TARGET = (
     ),
     content=st.sampled_from(["", "t", "<n/>", "<!--k-->", " <n/>", "<p:n/>"]),
 )
-def test_only_patch_errors_escape(
-    kind: str, sel: str, attrs: str, content: str
-) -> None:
+def test_only_patch_errors_escape(kind: str, sel: str, attrs: str, content: str) -> None:
     body = f'<diff xmlns:p="urn:p"><{kind} sel={quoteattr(sel)}{attrs}>{content}</{kind}></diff>'
     try:
         result = apply_patch(TARGET, body.encode())

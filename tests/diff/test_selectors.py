@@ -98,9 +98,7 @@ def one(data: bytes, sel: str, namespaces: dict[str | None, str] | None = None):
         ),
         (
             "doc/text()[2]",
-            Selector(
-                (Step("element", Name(None, "doc")), Step("text", None, (Position(2),)))
-            ),
+            Selector((Step("element", Name(None, "doc")), Step("text", None, (Position(2),)))),
         ),
         (
             "doc/comment()",
@@ -118,9 +116,7 @@ def one(data: bytes, sel: str, namespaces: dict[str | None, str] | None = None):
         ("processing-instruction()", Selector((Step("processing-instruction"),))),
         (
             "doc/@p:a",
-            Selector(
-                (Step("element", Name(None, "doc")), Step("attribute", Name("p", "a")))
-            ),
+            Selector((Step("element", Name(None, "doc")), Step("attribute", Name("p", "a")))),
         ),
         (
             "doc/namespace::pref",
@@ -151,9 +147,7 @@ def test_parse(text: str, expected: Selector) -> None:
 def test_parse_quoted_values(text: str, value: str) -> None:
     pred = Selector.from_text(text).steps[1].predicates[0]
     assert isinstance(pred, AttrEquals) and pred.value == value
-    assert Selector.from_text(Selector.from_text(text).to_text()) == Selector.from_text(
-        text
-    )
+    assert Selector.from_text(Selector.from_text(text).to_text()) == Selector.from_text(text)
 
 
 @pytest.mark.parametrize(
@@ -183,11 +177,7 @@ def test_parse_rejects(text: str) -> None:
 
 def _snippet_sels() -> list[str]:
     data = vector("rfc5261/s4-snippets.xml")
-    return [
-        el.get("sel")
-        for el in parse_document(data).getroot()
-        if isinstance(el.tag, str)
-    ]
+    return [el.get("sel") for el in parse_document(data).getroot() if isinstance(el.tag, str)]
 
 
 @pytest.mark.parametrize("sel", _snippet_sels())
@@ -206,9 +196,7 @@ def test_quote_literal() -> None:
 
 
 def test_to_text_refuses_unquotable_value() -> None:
-    sel = Selector(
-        (Step("element", Name(None, "e"), (AttrEquals(Name(None, "a"), "'\""),)),)
-    )
+    sel = Selector((Step("element", Name(None, "e"), (AttrEquals(Name(None, "a"), "'\""),)),))
     with pytest.raises(ValueError):
         sel.to_text()
 
@@ -279,23 +267,13 @@ def test_positional_predicate_counts_matches_of_the_step() -> None:
 def test_select_text_comment_pi_attribute_namespace() -> None:
     doc = doc_of(LIST)
     text = select_one(doc, Selector.from_text("*/r:list/text()[2]"), RL)
-    assert (
-        isinstance(text, ChildRef) and isinstance(text.node, Text) and text.index == 2
-    )
+    assert isinstance(text, ChildRef) and isinstance(text.node, Text) and text.index == 2
     comment = select_one(doc, Selector.from_text("*/r:list/comment()[2]"), RL)
-    assert (
-        isinstance(comment.node, Comment) and comment.node.value == " second comment "
-    )  # type: ignore[union-attr]
-    pi = select_one(
-        doc, Selector.from_text("*/r:list/processing-instruction('keep')"), RL
-    )
+    assert isinstance(comment.node, Comment) and comment.node.value == " second comment "  # type: ignore[union-attr]
+    pi = select_one(doc, Selector.from_text("*/r:list/processing-instruction('keep')"), RL)
     assert isinstance(pi.node, PI) and pi.node.value == "me"  # type: ignore[union-attr]
     attr = select_one(doc, Selector.from_text("*/*/r:entry[1]/@c:tag"), RL)
-    assert (
-        isinstance(attr, AttrRef)
-        and attr.attr.value == "one"
-        and attr.attr.prefix == "cp"
-    )
+    assert isinstance(attr, AttrRef) and attr.attr.value == "one" and attr.attr.prefix == "cp"
     ns = select_one(doc, Selector.from_text("*/r:list/namespace::cp"), RL)
     assert isinstance(ns, NsRef) and ns.uri == "urn:cp" and ns.element.local == "list"
 
@@ -309,9 +287,7 @@ def test_text_children_are_merged_nodes() -> None:
 def test_document_level_comments_and_pis() -> None:
     doc = doc_of(b"<!--a--><?p x?><doc/><!--b-->")
     assert select_one(doc, Selector.from_text("comment()[2]"), {}).node.value == "b"  # type: ignore[union-attr]
-    assert isinstance(
-        select_one(doc, Selector.from_text("processing-instruction()"), {}).node, PI
-    )  # type: ignore[union-attr]
+    assert isinstance(select_one(doc, Selector.from_text("processing-instruction()"), {}).node, PI)  # type: ignore[union-attr]
     assert select(doc, Selector.from_text("comment()"), {}).__len__() == 2
 
 
@@ -351,10 +327,7 @@ def test_unknown_prefix_is_invalid_namespace_prefix() -> None:
             op_index=3,
             sel="q",
         )
-    assert (
-        info.value.rfc5261_tag == "invalid-namespace-prefix"
-        and info.value.op_index == 3
-    )
+    assert info.value.rfc5261_tag == "invalid-namespace-prefix" and info.value.op_index == 3
 
 
 def test_several_or_no_matches_are_unlocated() -> None:

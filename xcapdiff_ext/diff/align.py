@@ -110,6 +110,11 @@ def align(
     result: list[tuple[int, int, bool]] = []
     prev_i, prev_j = -1, -1
     for i, j, same in [*kept, (len(old_exact), len(new_exact), True)]:
+        if i == prev_i + 1 or j == prev_j + 1:  # one side of the gap is empty
+            if i < len(old_exact):
+                result.append((i, j, same))
+            prev_i, prev_j = i, j
+            continue
         gap_old = [k for k in range(prev_i + 1, i) if old_tags[k] is not None]
         gap_new = [k for k in range(prev_j + 1, j) if new_tags[k] is not None]
         if gap_old and gap_new:
@@ -129,6 +134,10 @@ def _lcs_by_tag(
     if len(gap_old) * len(gap_new) > _MAX_LCS_CELLS:
         return []
     n, m = len(gap_old), len(gap_new)
+    first = old_tags[gap_old[0]]
+    if all(old_tags[k] == first for k in gap_old) and all(new_tags[k] == first for k in gap_new):
+        # One tag throughout: the table's walk below matches position by position.
+        return [(gap_old[k], gap_new[k], False) for k in range(min(n, m))]
     table = [[0] * (m + 1) for _ in range(n + 1)]
     for a in range(n - 1, -1, -1):
         row, below = table[a], table[a + 1]

@@ -119,9 +119,7 @@ def _container(patch: Patch | etree._Element | bytes, limits: Limits) -> etree._
         try:
             patch = patch.to_xml()
         except (ValueError, XmlInputError) as err:
-            raise InvalidDiffFormat(
-                0, None, f"cannot render the patch: {err}"
-            ) from None
+            raise InvalidDiffFormat(0, None, f"cannot render the patch: {err}") from None
     if isinstance(patch, (bytes, bytearray, memoryview)):
         try:
             return parse_document(bytes(patch), where="patch", limits=limits).getroot()
@@ -129,9 +127,7 @@ def _container(patch: Patch | etree._Element | bytes, limits: Limits) -> etree._
             raise InvalidDiffFormat(0, None, str(err)) from None
     if isinstance(patch, etree._Element) and isinstance(patch.tag, str):
         return patch
-    raise TypeError(
-        f"apply_patch takes a Patch, an lxml element or bytes, not {type(patch)!r}"
-    )
+    raise TypeError(f"apply_patch takes a Patch, an lxml element or bytes, not {type(patch)!r}")
 
 
 def _operations(container: etree._Element) -> Iterator[_Op]:
@@ -140,9 +136,7 @@ def _operations(container: etree._Element) -> Iterator[_Op]:
     for child in container:
         if not isinstance(child.tag, str):
             if isinstance(child, etree._Entity):
-                raise InvalidEntityDeclaration(
-                    index, None, "entity reference in the diff"
-                )
+                raise InvalidEntityDeclaration(index, None, "entity reference in the diff")
             continue
         name = etree.QName(child)
         if name.namespace != op_ns or name.localname in _SKIP:
@@ -173,9 +167,7 @@ def _parse_op(index: int, kind: str, el: etree._Element) -> _Op:
         if type_ is not None and not _valid_type(type_):
             raise InvalidAttributeValue(index, sel, f"invalid type={type_!r}")
         if last is not None and last.kind in ("attribute", "namespace"):
-            raise InvalidAttributeValue(
-                index, sel, "<add> cannot select an attribute or namespace"
-            )
+            raise InvalidAttributeValue(index, sel, "<add> cannot select an attribute or namespace")
         ws = None
     elif kind == "remove":
         if ws not in (None, "before", "after", "both"):
@@ -329,9 +321,7 @@ def _attribute_prefix(
 
 def _check_binding(op: _Op, prefix: str, uri: str) -> None:
     if prefix in ("xml", "xmlns"):
-        raise InvalidNamespacePrefix(
-            op.index, op.sel, f"prefix {prefix!r} cannot be declared"
-        )
+        raise InvalidNamespacePrefix(op.index, op.sel, f"prefix {prefix!r} cannot be declared")
     if not uri or uri in (XML_NS, "http://www.w3.org/2000/xmlns/"):
         raise InvalidNamespaceUri(op.index, op.sel, f"invalid namespace URI {uri!r}")
 
@@ -350,9 +340,7 @@ def _rebind(element: Element, prefix: str, uri: str, op: _Op) -> None:
                 attr.uri = uri
         names = [(a.uri, a.local) for a in el.attrs]
         if len(set(names)) != len(names):
-            raise InvalidNamespaceUri(
-                op.index, op.sel, "the new URI makes two attributes equal"
-            )
+            raise InvalidNamespaceUri(op.index, op.sel, "the new URI makes two attributes equal")
         stack.extend(c for c in el.children if isinstance(c, Element))
 
 
@@ -400,9 +388,7 @@ def _replace(target: Located, op: _Op) -> None:
 
 
 def _remove(target: Located, op: _Op) -> None:
-    if op.ws is not None and (
-        not isinstance(target, ChildRef) or isinstance(target.node, Text)
-    ):
+    if op.ws is not None and (not isinstance(target, ChildRef) or isinstance(target.node, Text)):
         raise InvalidWhitespaceDirective(
             op.index, op.sel, "ws applies to elements, comments and PIs only"
         )
@@ -423,9 +409,7 @@ def _remove(target: Located, op: _Op) -> None:
         return
     node, parent = target.node, target.parent
     if isinstance(node, Element) and isinstance(parent, Document):
-        raise InvalidRootElementOperation(
-            op.index, op.sel, "the root element cannot be removed"
-        )
+        raise InvalidRootElementOperation(op.index, op.sel, "the root element cannot be removed")
     at = target.index
     remove = {at}
     if op.ws in ("before", "both"):
@@ -502,9 +486,7 @@ def _import_node(
     if isinstance(node, etree._ProcessingInstruction):
         return PI(str(node.target), node.text or "")
     if not isinstance(node.tag, str):
-        raise InvalidEntityDeclaration(
-            op.index, op.sel, "entity reference in the content"
-        )
+        raise InvalidEntityDeclaration(op.index, op.sel, "entity reference in the content")
     diff_scope = node.nsmap
     decls = own_declarations(diff_scope, diff_parent_scope)
     inner = dict(scope)
@@ -515,9 +497,7 @@ def _import_node(
             inner.pop(prefix, None)
     name = etree.QName(node)
     el = Element(name.namespace, name.localname, None, decls)
-    el_prefix = _choose_prefix(
-        name.namespace, node.prefix, inner, context, attribute=False
-    )
+    el_prefix = _choose_prefix(name.namespace, node.prefix, inner, context, attribute=False)
     if el_prefix is _MISSING:
         if name.namespace is None:
             el.decls[None] = ""
@@ -564,9 +544,7 @@ def _choose_prefix(
     """RFC 5261 §4.2.3: the target prefix for ``uri``, or ``_MISSING`` if none is in scope."""
     if uri is None:
         return None if attribute or not scope.get(None) else _MISSING
-    candidates = [
-        p for p, u in scope.items() if u == uri and not (attribute and p is None)
-    ]
+    candidates = [p for p, u in scope.items() if u == uri and not (attribute and p is None)]
     if not candidates:
         return _MISSING
     if diff_prefix in candidates:
@@ -583,23 +561,17 @@ def _choose_prefix(
 # ------------------------------------------------------------------ serialisation
 
 
-def _serialise(
-    doc: Document, tree: etree._ElementTree, original: bytes, limits: Limits
-) -> bytes:
+def _serialise(doc: Document, tree: etree._ElementTree, original: bytes, limits: Limits) -> bytes:
     body = doc.to_text().encode("utf-8")
     data = b'<?xml version="1.0" encoding="UTF-8"?>\n' + _doctype(tree) + body
     try:
         result = parse_document(data, where="patched document", limits=limits)
     except XmlInputError as err:
-        raise InvalidDiffFormat(
-            0, None, f"the patched document is not acceptable: {err}"
-        ) from None
+        raise InvalidDiffFormat(0, None, f"the patched document is not acceptable: {err}") from None
     declared = bytes(original[:64]).lstrip(b"\xef\xbb\xbf").startswith(b"<?xml")
     standalone = tree.docinfo.standalone if declared else None
     return bytes(
-        etree.tostring(
-            result, encoding="UTF-8", xml_declaration=declared, standalone=standalone
-        )
+        etree.tostring(result, encoding="UTF-8", xml_declaration=declared, standalone=standalone)
     )
 
 
@@ -614,9 +586,7 @@ def _doctype(tree: etree._ElementTree) -> bytes:
         root,
         *root.itersiblings(),
     ]
-    body = b"".join(
-        bytes(etree.tostring(n, encoding="UTF-8", with_tail=False)) for n in tops
-    )
+    body = b"".join(bytes(etree.tostring(n, encoding="UTF-8", with_tail=False)) for n in tops)
     if full.endswith(body):
         return full[: len(full) - len(body)]
     return str(tree.docinfo.doctype).encode("utf-8") + b"\n"

@@ -23,13 +23,14 @@ How it works (docs/algorithm.md has the long version):
 
 from __future__ import annotations
 
+from itertools import islice, repeat
 from types import MappingProxyType
 
 from lxml import etree
 
 from ..errors import UnpatchableChange
 from ..xmlsafe import DEFAULT_LIMITS, Limits, parse_document
-from .align import KEY_ATTRIBUTES, align
+from .align import KEY_ATTRIBUTES, align, longest_increasing
 from .ops import Add, Patch, PatchOp, Remove, Replace, text_content
 
 __all__ = ["diff_documents", "diff_trees"]
@@ -48,6 +49,8 @@ _KNOWN_PREFIXES = MappingProxyType(
         "urn:ietf:params:xml:ns:watcherinfo": "wi",
     }
 )
+# Sibling lists up to this long are counted directly instead of indexed.
+_SMALL = 32
 # "d" is the xcap-diff prefix of the host document (RFC 5874 examples).
 _RESERVED = frozenset({"d", "xml", "xmlns"})
 
@@ -137,11 +140,23 @@ def _split(tag: str) -> tuple[str, str]:
 
 
 def quote(value: str) -> str | None:
-    """An XPath string literal for ``value``; None when it holds both quote kinds."""
-    if '"' not in value:
-        return f'"{value}"'
+    """An XPath string literal for ``value``; None when it holds both quote kinds.
+
+    Single quotes first, as in the RFC examples: inside ``sel="..."`` they need no
+    escaping."""
     if "'" not in value:
         return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _key(el: _Node) -> tuple[str, str] | None:
+    """The identifying attribute of an entry: the first of uri, name, id present."""
+    for attr in KEY_ATTRIBUTES:
+        value = el.get(attr)
+        if value is not None:
+            return attr, value
     return None
 
 
@@ -177,12 +192,21 @@ class _SiblingIndex:
     tests run in C; ``local-name()`` predicates are ~15x slower), then kept exact by
     the engine's mutation helpers, so long child lists cost one scan, not one per op."""
 
-    def __init__(self, parent: _Node) -> None:
+    def __init__(self, parent: _Node, xpaths: dict | None = None) -> None:
         self.parent = parent
+        # compiled name-test XPaths, shared per diff run (keyed by tag and attribute)
+        self.xpaths: dict = {} if xpaths is None else xpaths
         self.names: dict[str, int] = {}
         self.values: dict[tuple[str, str], dict[str, int]] = {}
 
     def _xpath(self, tag: str, attr: str | None) -> etree.XPath:
+        compiled = self.xpaths.get((tag, attr))
+        if compiled is None:
+            compiled = self.xpaths[(tag, attr)] = self._compile(tag, attr)
+        return compiled
+
+    @staticmethod
+    def _compile(tag: str, attr: str | None) -> etree.XPath:
         uri, local = _split(tag)
         namespaces = {"e": uri} if uri else {}
         expr = f"e:{local}" if uri else local
@@ -236,6 +260,10 @@ class _Differ:
         self.ops: list[PatchOp] = []
         self.prefixes: dict[str, str] = {}  # namespace URI -> selector prefix
         self.indexes: dict[_Node, _SiblingIndex] = {}
+        self.root_prefixes = {p for tree in (old_tree, new_tree) for p in tree.getroot().nsmap if p}
+        self.xpaths: dict = {}  # compiled sibling-index XPaths, per run
+        # Serializations of new-tree nodes (the new tree is never modified), per run.
+        self.new_ser: dict[_Node, bytes] = {}
         self.line_p = 0  # no anchoring unless both byte strings are known
         if old is not None and new is not None:
             p = _common_prefix(old, new)
@@ -282,6 +310,13 @@ class _Differ:
                     "RFC 5261 cannot patch the prolog"
                 )
 
+    def _ser_new(self, node: _Node) -> bytes:
+        """``_ser`` of a node of the new tree, computed once per run."""
+        data = self.new_ser.get(node)
+        if data is None:
+            data = self.new_ser[node] = etree.tostring(node, with_tail=False)
+        return data
+
     def _emit(self, op: PatchOp) -> None:
         self.ops.append(op)
 
@@ -292,11 +327,17 @@ class _Differ:
         prefix = self.prefixes.get(uri)
         if prefix is not None:
             return prefix
-        taken = set(self.prefixes.values()) | _RESERVED
+        # Never a prefix the documents bind at their root: patch content carries the
+        # document's own declarations, and a container declaration with the same prefix
+        # and URI would make a renderer drop them from the content.
+        taken = set(self.prefixes.values()) | _RESERVED | self.root_prefixes
         candidates = [p for p, u in context.nsmap.items() if p and u == uri]
         known = _KNOWN_PREFIXES.get(uri)
         if known:
             candidates.append(known)
+        _, local = uri.rstrip("/:").rpartition(":")[0::2]
+        if local[:1].isalpha() and local.replace("-", "").isalnum():
+            candidates.append(local.split("-")[0][:3].lower())
         for candidate in candidates:
             if candidate not in taken and not candidate.lower().startswith("xml"):
                 prefix = candidate
@@ -323,20 +364,34 @@ class _Differ:
                 n = sum(isinstance(b, etree._Comment) for b in before) + 1
                 return f"comment()[{n}]"
             target = node.target
-            n = sum(
-                isinstance(b, etree._ProcessingInstruction) and b.target == target for b in before
-            ) + 1
+            n = (
+                sum(
+                    isinstance(b, etree._ProcessingInstruction) and b.target == target
+                    for b in before
+                )
+                + 1
+            )
             return f"processing-instruction({quote(target)})[{n}]"
         name = self._qname(node.tag, node)
         if parent is None:
             return name
         uri, local = _split(node.tag)
+        # A short list: counting beats building an index.  (lxml's len() walks every
+        # child, so smallness is tested by looking at most _SMALL + 1 children.)
+        if parent not in self.indexes and next(islice(parent, _SMALL, None), None) is None:
+            same = [c for c in parent if c.tag == node.tag]
+            if len(same) == 1:
+                return name
+            for key in self._key_order(node):
+                value = node.get(key)
+                literal = quote(value)
+                if literal is not None and sum(c.get(key) == value for c in same) == 1:
+                    return f"{name}[@{self._qname(key, node)}={literal}]"
+            return f"{name}[{same.index(node) + 1}]"
         index = self._index(parent)
         if index.name_count(node.tag) == 1:
             return name
-        keys = [k for k in KEY_ATTRIBUTES if k in node.attrib]
-        keys += [k for k in node.keys() if k not in KEY_ATTRIBUTES]
-        for key in keys:
+        for key in self._key_order(node):
             value = node.get(key)
             literal = quote(value)
             if literal is None:
@@ -345,10 +400,17 @@ class _Differ:
                 return f"{name}[@{self._qname(key, node)}={literal}]"
         return f"{name}[{int(self.x_position(node, n=uri, l=local))}]"
 
+    @staticmethod
+    def _key_order(node: _Node) -> list[str]:
+        """Attributes to try as a key predicate: uri, name, id, then the others."""
+        keys = [k for k in KEY_ATTRIBUTES if k in node.attrib]
+        keys += [k for k in node.attrib if k not in KEY_ATTRIBUTES]
+        return keys
+
     def _index(self, parent: _Node) -> _SiblingIndex:
         index = self.indexes.get(parent)
         if index is None:
-            index = self.indexes[parent] = _SiblingIndex(parent)
+            index = self.indexes[parent] = _SiblingIndex(parent, self.xpaths)
         return index
 
     def _sel(self, node: _Node, parent_path: str) -> str:
@@ -362,8 +424,10 @@ class _Differ:
         elif _is_element(after):
             n = int(self.x_texts_before(after)) + 1
         else:
-            n = 1 + bool(parent.text) + sum(
-                bool(b.tail) for b in after.itersiblings(preceding=True)
+            n = (
+                1
+                + bool(parent.text)
+                + sum(bool(b.tail) for b in after.itersiblings(preceding=True))
             )
         return f"{path}/text()[{n}]"
 
@@ -377,16 +441,27 @@ class _Differ:
 
     def _diff_namespaces(self, o: _Node, n: _Node, path: str, parent_path: str) -> bool:
         """Emit namespace:: ops; False when the element had to be replaced instead."""
+        o_map, n_map = o.nsmap, n.nsmap
+        if o_map == n_map:
+            op, np_ = o.getparent(), n.getparent()
+            if op is None or op.nsmap == np_.nsmap:  # same scope: same declarations here
+                return True
         old_decl, new_decl = _declared(o), _declared(n)
         if old_decl == new_decl:
             return True
-        changed = {p for p in old_decl.keys() | new_decl.keys() if old_decl.get(p) != new_decl.get(p)}
-        expressible = None not in changed and not any(
-            self.x_uses(tree_el, u=uri)
-            for p in changed
-            for tree_el, uri in ((o, old_decl.get(p)), (n, new_decl.get(p)))
-            if uri is not None
-        ) and not any(self._redeclared_below(el, changed) for el in (o, n))
+        changed = {
+            p for p in old_decl.keys() | new_decl.keys() if old_decl.get(p) != new_decl.get(p)
+        }
+        expressible = (
+            None not in changed
+            and not any(
+                self.x_uses(tree_el, u=uri)
+                for p in changed
+                for tree_el, uri in ((o, old_decl.get(p)), (n, new_decl.get(p)))
+                if uri is not None
+            )
+            and not any(self._redeclared_below(el, changed) for el in (o, n))
+        )
         if not expressible:
             self._replace_node(o, n, parent_path)
             return False
@@ -410,6 +485,8 @@ class _Differ:
         return False
 
     def _diff_attributes(self, o: _Node, n: _Node, parent_path: str) -> None:
+        if o.items() == n.items():
+            return
         old_attrs, new_attrs = dict(o.attrib), dict(n.attrib)
         if old_attrs == new_attrs:
             return
@@ -420,12 +497,20 @@ class _Differ:
                 self._set_attr(o, name, None, index)
         for name, value in new_attrs.items():
             if name not in old_attrs:
-                self._emit(Add(self._sel(o, parent_path), text_content(value),
-                               type=f"@{self._qname(name, n)}"))
+                self._emit(
+                    Add(
+                        self._sel(o, parent_path),
+                        text_content(value),
+                        type=f"@{self._qname(name, n)}",
+                    )
+                )
                 self._set_attr(o, name, value, index)
             elif old_attrs[name] != value:
-                self._emit(Replace(f"{self._sel(o, parent_path)}/@{self._qname(name, o)}",
-                                   text_content(value)))
+                self._emit(
+                    Replace(
+                        f"{self._sel(o, parent_path)}/@{self._qname(name, o)}", text_content(value)
+                    )
+                )
                 self._set_attr(o, name, value, index)
 
     @staticmethod
@@ -445,7 +530,8 @@ class _Differ:
         if not anchored and self._same_shape(oc, nc):
             if (o.text or "") != (n.text or ""):
                 self._fix_text(o, path, None, oc[0] if oc else None, o.text or "", n.text or "")
-            for k, (x, y) in enumerate(zip(oc, nc)):
+            for k, y in enumerate(nc):
+                x = oc[k]
                 if _ser(x) != _ser(y):
                     if _is_element(x):
                         self._diff_element(x, y, path, False)
@@ -457,24 +543,60 @@ class _Differ:
             return
         head, spine = self._skip_head(oc, nc, anchored, (o.text or "") == (n.text or ""))
         tail = self._skip_tail(oc, nc, head + (spine is not None), anchored)
-        if head == 0 and (o.text or "") != (n.text or ""):
-            pass  # the lead text is part of the window (first gap)
-        elif not oc[head:len(oc) - tail] and not nc[head:len(nc) - tail] and spine is None:
-            if head == 0 or (oc[head - 1].tail or "") == (nc[head - 1].tail or ""):
-                return
-        w_old = oc[head:len(oc) - tail]
-        w_new = nc[head:len(nc) - tail]
-        pairs = self._align(w_old, w_new, spine is not None)
-        if self._reorder_replaces(o, n, w_old, w_new, pairs, path):
-            return
+        w_old = oc[head : len(oc) - tail]
+        w_new = nc[head : len(nc) - tail]
+        if not w_old and not w_new and spine is None:
+            lead_old = (oc[head - 1].tail if head else o.text) or ""
+            lead_new = (nc[head - 1].tail if head else n.text) or ""
+            if lead_old == lead_new:
+                return  # nothing between the identical head and tail
+        has_spine = spine is not None
         left_old = oc[head - 1] if head else None
         left_new = nc[head - 1] if head else None
         right_old = oc[len(oc) - tail] if tail else None
+        changed = self._pair_by_position(w_old, w_new, has_spine)
+        if changed is not None:
+            self._diff_lockstep(
+                o,
+                n,
+                path,
+                w_old,
+                w_new,
+                changed,
+                has_spine and anchored,
+                has_spine,
+                (left_old, left_new, right_old),
+            )
+            return
+        old_keys = self._classify(w_old, has_spine)
+        new_keys = self._classify(w_new, has_spine)
+        if self._keyed_reorder_replaces(o, n, old_keys[0], new_keys[0], path):
+            return
+        pairs = self._align(w_old, w_new, has_spine, old_keys, new_keys)
+        if self._reorder_replaces(o, n, w_old, w_new, pairs, path):
+            return
         prev_i = prev_j = -1
         for i, j, same in [*pairs, (len(w_old), len(w_new), True)]:
-            anchor = w_old[i] if i < len(w_old) else right_old
-            self._fix_gap(o, n, path, left_old, anchor, w_old[prev_i + 1:i],
-                          left_new, w_new[prev_j + 1:j])
+            if (
+                i == prev_i + 1
+                and j == prev_j + 1
+                and i < len(w_old)
+                and (left_old.tail if left_old is not None else o.text)
+                == (left_new.tail if left_new is not None else n.text)
+            ):
+                pass  # empty gap, same text: nothing to fix (see _fix_gap)
+            else:
+                anchor = w_old[i] if i < len(w_old) else right_old
+                self._fix_gap(
+                    o,
+                    n,
+                    path,
+                    left_old,
+                    anchor,
+                    w_old[prev_i + 1 : i],
+                    left_new,
+                    w_new[prev_j + 1 : j],
+                )
             if i < len(w_old):
                 if not same:
                     self._diff_element(w_old[i], w_new[j], path, anchored and spine == 0 and i == 0)
@@ -487,7 +609,7 @@ class _Differ:
         with the one at its index (the common edit inside an entry)."""
         if len(oc) != len(nc) or len(oc) > 16:
             return False
-        for x, y in zip(oc, nc):
+        for x, y in zip(oc, nc, strict=True):
             if x.tag != y.tag or (not _is_element(x) and type(x) is not type(y)):
                 return False
             if _is_element(x):
@@ -525,9 +647,11 @@ class _Differ:
                 and nc[head].sourceline < line_p
             ):
                 return head, head
-        while head < limit and (oc[head].tail or "") == (nc[head].tail or "") and _ser(
-            oc[head]
-        ) == _ser(nc[head]):
+        while (
+            head < limit
+            and (oc[head].tail or "") == (nc[head].tail or "")
+            and _ser(oc[head]) == _ser(nc[head])
+        ):
             head += 1
         return head, None
 
@@ -568,33 +692,149 @@ class _Differ:
                 return False
         return True
 
-    def _align(self, w_old: list[_Node], w_new: list[_Node], spine: bool) -> list[tuple[int, int, bool]]:
-        def describe(nodes: list[_Node], side: bytes) -> tuple[list[bytes], list[object], list[object]]:
-            exact, keys, tags = [], [], []
-            for k, node in enumerate(nodes):
-                if spine and k == 0:  # never serialize the spine: it holds the change
-                    exact.append(b"\0spine-" + side)
-                    keys.append(("\0spine",))
-                    tags.append(node.tag)
-                    continue
-                exact.append(_ser(node))
-                if _is_element(node):
-                    tags.append(node.tag)
-                    key = next((a for a in KEY_ATTRIBUTES if a in node.attrib), None)
-                    keys.append((node.tag, key, node.get(key)) if key else None)
-                else:
-                    tags.append(None)
-                    keys.append(None)
-            return exact, keys, tags
+    @staticmethod
+    def _classify(nodes: list[_Node], spine: bool) -> tuple[list[object], list[object]]:
+        """(keys, tags) of window nodes: key = (tag, attribute, value) of the first
+        of ``uri``/``name``/``id`` present, None for keyless elements, comments, PIs."""
+        start = 1 if spine and nodes else 0
+        tags: list[object] = [node.tag for node in nodes]
+        # Fast path: every node an element with a uri (resource-lists, rls-services).
+        uris = [node.get("uri") if isinstance(node.tag, str) else None for node in nodes[start:]]
+        if None not in uris:
+            keys: list[object] = [("\0spine",)] if start else []
+            keys += zip(tags[start:], repeat("uri"), uris)
+            return keys, tags
+        keys = []
+        tags = []
+        if start:
+            keys.append(("\0spine",))
+            tags.append(nodes[0].tag)
+        for k in range(start, len(nodes)):
+            node = nodes[k]
+            tag = node.tag
+            if isinstance(tag, str):
+                tags.append(tag)
+                key = None
+                for a in KEY_ATTRIBUTES:
+                    value = node.get(a)
+                    if value is not None:
+                        key = (tag, a, value)
+                        break
+                keys.append(key)
+            else:
+                tags.append(None)
+                keys.append(None)
+        return keys, tags
 
-        oe, ok, ot = describe(w_old, b"old")
-        ne, nk, nt = describe(w_new, b"new")
+    def _align(
+        self,
+        w_old: list[_Node],
+        w_new: list[_Node],
+        spine: bool,
+        keys: tuple[list[object], list[object]],
+        new_keys: tuple[list[object], list[object]],
+    ) -> list[tuple[int, int, bool]]:
+        def describe(
+            nodes: list[_Node],
+            side: bytes,
+            cache: dict[_Node, bytes] | None,
+            keys: list[object],
+            tags: list[object],
+        ) -> list[bytes]:
+            exact: list[bytes] = []
+            tostring = etree.tostring
+            start = 0
+            if spine and nodes:  # never serialize the spine: it holds the change
+                exact.append(b"\0spine-" + side)
+                start = 1
+            for k in range(start, len(nodes)):
+                node = nodes[k]
+                data = tostring(node, with_tail=False)
+                if cache is not None:
+                    cache[node] = data
+                exact.append(data)
+            return exact
+
+        ok, ot = keys
+        nk, nt = new_keys
+        oe = describe(w_old, b"old", None, ok, ot)
+        ne = describe(w_new, b"new", self.new_ser, nk, nt)
         # Texts between nodes are not part of a node's identity: the gaps fix them.
         return align(oe, ne, ok, nk, ot, nt)
 
+    @staticmethod
+    def _pair_by_position(w_old: list[_Node], w_new: list[_Node], spine: bool) -> list[int] | None:
+        """Indexes of the changed pairs when the windows pair up by position (the common
+        "several entries edited" case), else None.  A pair pairs up when it serializes
+        identically (tail included) or is two elements with the same tag and key; one
+        serialization per node settles the identical ones, and no alignment is needed."""
+        if len(w_old) != len(w_new) or len(w_old) < 2:
+            return None
+        tostring = etree.tostring
+        changed = []
+        for k in range(1 if spine else 0, len(w_old)):
+            x, y = w_old[k], w_new[k]
+            if tostring(x) == tostring(y):
+                continue
+            if x.tag != y.tag or not isinstance(x.tag, str) or _key(x) != _key(y):
+                return None
+            changed.append(k)
+        return changed
+
+    def _diff_lockstep(
+        self,
+        o: _Node,
+        n: _Node,
+        path: str,
+        w_old: list[_Node],
+        w_new: list[_Node],
+        changed: list[int],
+        anchored: bool,
+        spine: bool,
+        anchors: tuple[_Node | None, _Node | None, _Node | None],
+    ) -> None:
+        left_old, left_new, right_old = anchors
+        lead_old = (left_old.tail if left_old is not None else o.text) or ""
+        lead_new = (left_new.tail if left_new is not None else n.text) or ""
+        if lead_old != lead_new:
+            first = w_old[0] if w_old else right_old
+            self._fix_text(o, path, left_old, first, lead_old, lead_new)
+        last = len(w_old) - 1
+        for k in [0, *changed] if spine else changed:
+            x, y = w_old[k], w_new[k]
+            if k == 0 and spine:  # never serialize the spine: it holds the change
+                self._diff_element(x, y, path, anchored)
+            elif _ser(x) != _ser(y):
+                self._diff_element(x, y, path, False)
+            if (x.tail or "") != (y.tail or ""):
+                right = w_old[k + 1] if k < last else right_old
+                self._fix_text(o, path, x, right, x.tail or "", y.tail or "")
+
+    def _keyed_reorder_replaces(
+        self, o: _Node, n: _Node, old_keys: list[object], new_keys: list[object], path: str
+    ) -> bool:
+        """Decide a large reorder before serializing anything: with unique keys on both
+        sides, the longest run of keys kept in order says how many entries move."""
+        if len(new_keys) < 16 or old_keys == new_keys or None in new_keys or None in old_keys:
+            return False
+        position = {key: i for i, key in enumerate(old_keys)}
+        if len(position) != len(old_keys) or len(set(new_keys)) != len(new_keys):
+            return False
+        order = [position[key] for key in new_keys if key in position]
+        moved = len(new_keys) - len(longest_increasing(order))
+        if moved < len(new_keys) // 2:
+            return False  # let the exact estimate decide
+        self._replace_node(o, n, path.rsplit("/", 1)[0] if o.getparent() is not None else "")
+        return True
+
     def _reorder_replaces(
-        self, o: _Node, n: _Node, w_old: list[_Node], w_new: list[_Node],
-        pairs: list[tuple[int, int, bool]], path: str,
+        self,
+        o: _Node,
+        n: _Node,
+        w_old: list[_Node],
+        w_new: list[_Node],
+        pairs: list[tuple[int, int, bool]],
+        path: str,
     ) -> bool:
         moved_old = len(w_old) - len(pairs)
         moved_new = len(w_new) - len(pairs)
@@ -602,9 +842,9 @@ class _Differ:
             return False
         matched_new = {j for _, j, _ in pairs}
         estimate = sum(
-            len(_ser(node)) + 40 for j, node in enumerate(w_new) if j not in matched_new
+            len(self._ser_new(node)) + 40 for j, node in enumerate(w_new) if j not in matched_new
         ) + (40 + len(path)) * (moved_old + moved_new)
-        whole = len(_ser(n))
+        whole = len(self._ser_new(n))
         if estimate <= whole:
             return False
         parent = o.getparent()
@@ -613,9 +853,15 @@ class _Differ:
 
     # --------------------------------------------------------------- gaps
     def _fix_gap(
-        self, parent: _Node, new_parent: _Node, path: str,
-        left: _Node | None, right: _Node | None, xs: list[_Node],
-        left_new: _Node | None, ys: list[_Node],
+        self,
+        parent: _Node,
+        new_parent: _Node,
+        path: str,
+        left: _Node | None,
+        right: _Node | None,
+        xs: list[_Node],
+        left_new: _Node | None,
+        ys: list[_Node],
     ) -> None:
         """Make the working nodes between ``left`` and ``right`` equal the new ones."""
         t = [(left.tail if left is not None else parent.text) or ""]
@@ -624,10 +870,13 @@ class _Differ:
         s += [y.tail or "" for y in ys]
         if not xs and not ys and t[0] == s[0]:
             return
-        if xs and len(xs) == len(ys) and t == s and all(
-            _kind(x) == _kind(y) for x, y in zip(xs, ys)
+        if (
+            xs
+            and len(xs) == len(ys)
+            and t == s
+            and all(_kind(x) == _kind(y) for x, y in zip(xs, ys, strict=True))
         ):
-            for x, y in zip(xs, ys):
+            for x, y in zip(xs, ys, strict=True):
                 self._replace_node(x, y, path)
             return
         if xs:
@@ -636,7 +885,9 @@ class _Differ:
         if not ys:
             self._fix_text(parent, path, left, right, text, s[0])
             return
-        nodes = b"".join(self._ser_with_tail(y, keep_tail=k < len(ys) - 1) for k, y in enumerate(ys))
+        nodes = b"".join(
+            self._ser_with_tail(y, keep_tail=k < len(ys) - 1) for k, y in enumerate(ys)
+        )
         last = text_content(s[-1])
         first = text_content(s[0])
         if text and text == s[-1]:  # new run goes before the existing text
@@ -661,9 +912,8 @@ class _Differ:
                 self._emit(Add(path, content))
         self._set_gap(parent, left, right, s, ys)
 
-    @staticmethod
-    def _ser_with_tail(y: _Node, keep_tail: bool) -> bytes:
-        data = _ser(y)
+    def _ser_with_tail(self, y: _Node, keep_tail: bool) -> bytes:
+        data = self._ser_new(y)
         return data + text_content(y.tail or "") if keep_tail else data
 
     def _remove_run(
@@ -672,9 +922,7 @@ class _Differ:
         keep = None
         for target in (first, last):
             for q, text in enumerate(t):
-                if text == target and all(
-                    not other.strip() for k, other in enumerate(t) if k != q
-                ):
+                if text == target and all(not other.strip() for k, other in enumerate(t) if k != q):
                     keep = q
                     break
             if keep is not None:
@@ -707,8 +955,13 @@ class _Differ:
             parent.text = before + after or None
 
     def _fix_text(
-        self, parent: _Node, path: str, left: _Node | None, right: _Node | None,
-        text: str, target: str,
+        self,
+        parent: _Node,
+        path: str,
+        left: _Node | None,
+        right: _Node | None,
+        text: str,
+        target: str,
     ) -> None:
         if text == target:
             return
@@ -730,16 +983,23 @@ class _Differ:
             parent.text = target or None
 
     def _set_gap(
-        self, parent: _Node, left: _Node | None, right: _Node | None,
-        s: list[str], ys: list[_Node],
+        self,
+        parent: _Node,
+        left: _Node | None,
+        right: _Node | None,
+        s: list[str],
+        ys: list[_Node],
     ) -> None:
         index = self.indexes.get(parent)
-        at = parent.index(left) + 1 if left is not None else 0
-        while at < len(parent) and parent[at] is not right:
-            gone = parent[at]
+        # Walk by siblings: len(parent) and parent[i] each walk the child list in lxml.
+        gone = left.getnext() if left is not None else next(iter(parent), None)
+        while gone is not None and gone is not right:
+            following = gone.getnext()
             if index:
                 index.remove(gone)
             parent.remove(gone)
+            gone = following
+        at = parent.index(left) + 1 if left is not None else 0
         if left is not None:
             left.tail = s[0] or None
         else:
@@ -754,7 +1014,7 @@ class _Differ:
 
     def _replace_node(self, x: _Node, y: _Node, parent_path: str) -> _Node:
         """Emit a <replace> of ``x`` by ``y``; returns the node now in the working tree."""
-        self._emit(Replace(self._sel(x, parent_path), _ser(y)))
+        self._emit(Replace(self._sel(x, parent_path), self._ser_new(y)))
         parent = x.getparent()
         if parent is None:  # the root element: nothing below it is visited again
             return x

@@ -130,9 +130,8 @@ class Patch(Sequence[PatchOp]):
             # lxml cannot add declarations to an existing element; rebuild it in place.
             raise ValueError(f"container must declare {needed} (use Patch.nsmap)")
         qual = (lambda t: f"{{{op_namespace}}}{t}") if op_namespace else (lambda t: t)
-        scope = container.nsmap
         for op in self.ops:
-            el = etree.Element(qual(_TAGS[type(op)]), nsmap=scope)  # type: ignore[arg-type]
+            el = etree.SubElement(container, qual(_TAGS[type(op)]))
             el.set("sel", op.sel)
             if isinstance(op, Add):
                 if op.pos is not None:
@@ -143,8 +142,7 @@ class Patch(Sequence[PatchOp]):
                 if op.ws is not None:
                     el.set("ws", op.ws)
             elif op.content:
-                el = parse_fragment(op.content, el, where="patch content")
-            container.append(el)
+                _fill(el, op.content, self.nsmap)
 
     @property
     def nsmap(self) -> dict[str, str]:
@@ -156,3 +154,42 @@ class Patch(Sequence[PatchOp]):
         root = etree.Element(root_tag, nsmap=self.nsmap)  # type: ignore[arg-type]
         self.render_into(root, None)
         return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _fill(el: etree._Element, content: bytes, namespaces: dict[str, str]) -> None:
+    """Put ``content`` into ``el`` keeping its namespace declarations as written.
+
+    Content may use the selector prefixes (``namespaces``, declared on the container);
+    every other declaration it writes is kept on the element that writes it.  lxml
+    rewrites prefixes by URI whenever a node moves between trees (a content element's
+    ``xmlns="urn:x"`` would become the container's ``x:``), which changes what a
+    patcher must produce where that URI is not in scope (e.g. replacing the root), so
+    each node is built in place instead of moved."""
+    scope: dict[str | None, str] = dict(namespaces)
+    wrapper = parse_fragment(
+        content,
+        etree.Element("w", nsmap=scope),
+        where="patch content",  # type: ignore[arg-type]
+    )
+    el.text = wrapper.text
+    for node in wrapper:
+        _copy_into(el, node, scope)
+
+
+def _copy_into(parent: etree._Element, node: etree._Element, scope: dict[str | None, str]) -> None:
+    if isinstance(node, etree._Comment):
+        copy: etree._Element = etree.Comment(node.text)
+        parent.append(copy)
+    elif isinstance(node, etree._ProcessingInstruction):
+        copy = etree.ProcessingInstruction(node.target, node.text)
+        parent.append(copy)
+    else:
+        nsmap = node.nsmap
+        own = {p: u for p, u in nsmap.items() if scope.get(p) != u}
+        copy = etree.SubElement(parent, node.tag, nsmap=own)  # type: ignore[arg-type]
+        for name, value in node.items():
+            copy.set(name, value)
+        copy.text = node.text
+        for child in node:
+            _copy_into(copy, child, nsmap)
+    copy.tail = node.tail

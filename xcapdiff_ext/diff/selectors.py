@@ -247,20 +247,14 @@ def _write(node: Node, out: list[str]) -> None:
     elif isinstance(node, Comment):
         out.append(f"<!--{node.value}-->")
     elif isinstance(node, PI):
-        out.append(
-            f"<?{node.target} {node.value}?>" if node.value else f"<?{node.target}?>"
-        )
+        out.append(f"<?{node.target} {node.value}?>" if node.value else f"<?{node.target}?>")
     else:
         name = _qname(node.prefix, node.local)
         out.append("<" + name)
         for prefix, uri in node.decls.items():
-            out.append(
-                f' {_qname("xmlns", prefix) if prefix else "xmlns"}="{_escape_attr(uri)}"'
-            )
+            out.append(f' {_qname("xmlns", prefix) if prefix else "xmlns"}="{_escape_attr(uri)}"')
         for attr in node.attrs:
-            out.append(
-                f' {_qname(attr.prefix, attr.local)}="{_escape_attr(attr.value)}"'
-            )
+            out.append(f' {_qname(attr.prefix, attr.local)}="{_escape_attr(attr.value)}"')
         if not node.children:
             out.append("/>")
             return
@@ -321,9 +315,7 @@ class SelfEquals:
 
 
 Predicate = Position | AttrEquals | ChildEquals | SelfEquals
-StepKind = Literal[
-    "element", "text", "comment", "processing-instruction", "attribute", "namespace"
-]
+StepKind = Literal["element", "text", "comment", "processing-instruction", "attribute", "namespace"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,14 +521,10 @@ class _Parser:
             target = None if self.peek(")") else Name(None, self.literal())
             self.spaces()
             self.expect(")")
-            return Step(
-                "processing-instruction", target, self.predicates(positional_only=True)
-            )
+            return Step("processing-instruction", target, self.predicates(positional_only=True))
         name = self.qname(wildcard=True)
         if self.peek("("):
-            raise self.fail(
-                f"function {name.to_text()}() is not in the RFC 5261 subset"
-            )
+            raise self.fail(f"function {name.to_text()}() is not in the RFC 5261 subset")
         return Step("element", name, self.predicates(positional_only=False))
 
     def parse(self) -> Selector:
@@ -563,9 +551,7 @@ class _Parser:
                 raise self.fail(f"{steps[-1].to_text()} may only be the last step")
         return self._build(steps, absolute, id_value)
 
-    def _build(
-        self, steps: list[Step], absolute: bool, id_value: str | None
-    ) -> Selector:
+    def _build(self, steps: list[Step], absolute: bool, id_value: str | None) -> Selector:
         try:
             return Selector(tuple(steps), absolute, id_value)
         except ValueError as err:
@@ -638,9 +624,7 @@ def select(
     ``UnsupportedIdFunction`` for ``id()``."""
     sel = selector.to_text() if sel is None else sel
     if selector.id_value is not None:
-        raise UnsupportedIdFunction(
-            op_index, sel, "id() is not supported (no ID-typed attributes)"
-        )
+        raise UnsupportedIdFunction(op_index, sel, "id() is not supported (no ID-typed attributes)")
     resolve = _Resolver(namespaces, op_index, sel)
     contexts: list[Element | Document] = [document]
     for step in selector.steps[:-1]:
@@ -664,15 +648,11 @@ def select_one(
     sel = selector.to_text() if sel is None else sel
     found = select(document, selector, namespaces, op_index=op_index, sel=sel)
     if len(found) != 1:
-        raise UnlocatedNode(
-            op_index, sel, f"selector matches {len(found)} nodes, not exactly one"
-        )
+        raise UnlocatedNode(op_index, sel, f"selector matches {len(found)} nodes, not exactly one")
     return found[0]
 
 
-def _step(
-    contexts: list[Element | Document], step: Step, resolve: _Resolver
-) -> list[Located]:
+def _step(contexts: list[Element | Document], step: Step, resolve: _Resolver) -> list[Located]:
     out: list[Located] = []
     if step.kind == "attribute":
         assert step.name is not None
@@ -707,17 +687,13 @@ def _node_test(step: Step, resolve: _Resolver) -> Callable[[Node], bool]:
         return lambda node: isinstance(node, Comment)
     if step.kind == "processing-instruction":
         target = step.name.local if step.name else None
-        return lambda node: (
-            isinstance(node, PI) and (target is None or node.target == target)
-        )
+        return lambda node: isinstance(node, PI) and (target is None or node.target == target)
     assert step.name is not None
     if step.name.local == "*" and step.name.prefix is None:
         return lambda node: isinstance(node, Element)
     uri = resolve.uri(step.name, attribute=False)
     local = step.name.local
-    return lambda node: (
-        isinstance(node, Element) and node.uri == uri and node.local == local
-    )
+    return lambda node: isinstance(node, Element) and node.uri == uri and node.local == local
 
 
 def _filter(nodes: list[Node], pred: Predicate, resolve: _Resolver) -> list[Node]:
