@@ -260,6 +260,7 @@ class _Differ:
         self.ops: list[PatchOp] = []
         self.prefixes: dict[str, str] = {}  # namespace URI -> selector prefix
         self.indexes: dict[_Node, _SiblingIndex] = {}
+        self.same_scope: set[_Node] = set()  # working elements whose scope equals new's
         self.root_prefixes = {p for tree in (old_tree, new_tree) for p in tree.getroot().nsmap if p}
         self.xpaths: dict = {}  # compiled sibling-index XPaths, per run
         # Serializations of new-tree nodes (the new tree is never modified), per run.
@@ -441,10 +442,13 @@ class _Differ:
 
     def _diff_namespaces(self, o: _Node, n: _Node, path: str, parent_path: str) -> bool:
         """Emit namespace:: ops; False when the element had to be replaced instead."""
-        o_map, n_map = o.nsmap, n.nsmap
-        if o_map == n_map:
-            op, np_ = o.getparent(), n.getparent()
-            if op is None or op.nsmap == np_.nsmap:  # same scope: same declarations here
+        o_map = o.nsmap
+        if o_map == n.nsmap:
+            # Same in-scope namespaces under parents whose scopes were already found
+            # equal: the declarations made here are equal too.
+            parent = o.getparent()
+            if parent is None or parent in self.same_scope or parent.nsmap == n.getparent().nsmap:
+                self.same_scope.add(o)
                 return True
         old_decl, new_decl = _declared(o), _declared(n)
         if old_decl == new_decl:
@@ -612,10 +616,8 @@ class _Differ:
         for x, y in zip(oc, nc, strict=True):
             if x.tag != y.tag or (not _is_element(x) and type(x) is not type(y)):
                 return False
-            if _is_element(x):
-                key = next((a for a in KEY_ATTRIBUTES if a in x.attrib), None)
-                if key is not None and x.get(key) != y.get(key):
-                    return False
+            if _is_element(x) and _key(x) != _key(y):
+                return False
         return True
 
     def _skip_head(
