@@ -36,6 +36,41 @@ class UnpatchableChange(XcapDiffError):
     The caller publishes the etag-only form instead (RFC 5875 §4.7)."""
 
 
+class ConfigError(XcapDiffError, ValueError):
+    """A setting is invalid; the message names the section, the key and what is expected."""
+
+    def __init__(self, key: str, value: object, expected: str, section: str = "XCAPDiff") -> None:
+        super().__init__(f"[{section}] {key} = {value!r}: {expected}")
+        self.key, self.value, self.expected, self.section = key, value, expected, section
+
+
+class TransportError(XcapDiffError):
+    """A publication was not delivered.  ``retryable`` says whether trying again later
+    can help (timeouts, 5xx, OpenSIPS down) or not (unknown event, bad URI)."""
+
+    retryable: bool = True
+
+    def __init__(self, detail: str, *, retryable: bool | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class PublishRejected(TransportError):
+    """The peer answered with a final failure (SIP status or MI error code)."""
+
+    retryable = False
+
+    def __init__(self, status: int, reason: str, *, retryable: bool | None = None) -> None:
+        super().__init__(f"{status} {reason}", retryable=retryable)
+        self.status, self.reason = status, reason
+
+
+class SpoolError(XcapDiffError):
+    """The spool directory cannot be used (missing, not writable, locked)."""
+
+
 class PatchError(XcapDiffError):
     """An RFC 5261 operation failed; ``rfc5261_tag`` names the <patch-ops-error> child."""
 
