@@ -28,6 +28,7 @@ Choices where RFC 5261 is silent (see also spec/NOTES.md §2):
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -252,13 +253,25 @@ def _insert(parent: Element | Document, at: int, nodes: list[Node]) -> None:
     for node in nodes:
         if isinstance(node, Element):
             node.parent = parent
-    _merge_text(parent)
+    _merge_text(parent, at, at + len(nodes))
 
 
-def _merge_text(parent: Element | Document) -> None:
-    """Adjacent text nodes are one text node; empty ones do not exist (XPath model)."""
+def _changed(parent: Element | Document) -> None:
+    """The children list of ``parent`` changed: drop its child indexes."""
+    if isinstance(parent, Element):
+        parent.invalidate()
+
+
+def _merge_text(parent: Element | Document, lo: int = 0, hi: int | None = None) -> None:
+    """Adjacent text nodes are one text node; empty ones do not exist (XPath model).
+
+    Only ``children[lo:hi]`` and one neighbour on each side can need it (the rest
+    is already merged), so only that window is rewritten."""
+    children = parent.children
+    lo = max(lo - 1, 0)
+    hi = len(children) if hi is None else min(hi + 1, len(children))
     merged: list[Node] = []
-    for node in parent.children:
+    for node in children[lo:hi]:
         if isinstance(node, Text):
             if not node.value:
                 continue
@@ -266,7 +279,8 @@ def _merge_text(parent: Element | Document) -> None:
                 merged[-1] = Text(merged[-1].value + node.value)
                 continue
         merged.append(node)
-    parent.children[:] = merged
+    children[lo:hi] = merged
+    _changed(parent)
 
 
 def _add_typed(target: Located, op: _Op) -> None:
@@ -298,6 +312,7 @@ def _add_typed(target: Located, op: _Op) -> None:
         )
     chosen = _attribute_prefix(uri, prefix or None, element, op)
     element.attrs.append(Attr(uri, local, chosen, value))
+    element.invalidate_parent()
 
 
 def _attribute_prefix(
@@ -333,6 +348,7 @@ def _rebind(element: Element, prefix: str, uri: str, op: _Op) -> None:
         el = stack.pop()
         if el is not element and prefix in el.decls:
             continue
+        el.invalidate_parent()
         if el.prefix == prefix:
             el.uri = uri
         for attr in el.attrs:
@@ -359,6 +375,7 @@ def _uses_prefix(element: Element, prefix: str) -> bool:
 def _replace(target: Located, op: _Op) -> None:
     if isinstance(target, AttrRef):
         target.attr.value = _text_only(op, InvalidNodeTypes)
+        target.element.invalidate_parent()
         return
     if isinstance(target, NsRef):
         uri = _text_only(op, InvalidNodeTypes)
@@ -373,7 +390,8 @@ def _replace(target: Located, op: _Op) -> None:
     node, parent = target.node, target.parent
     if isinstance(node, Text):
         node.value = _text_only(op, InvalidNodeTypes)
-        _merge_text(parent)
+        at = target.index
+        _merge_text(parent, at, at + 1)
         return
     nodes = _import_content(op, parent)
     if len(nodes) != 1 or type(nodes[0]) is not type(node):
@@ -384,6 +402,7 @@ def _replace(target: Located, op: _Op) -> None:
         )
     at = target.index
     del parent.children[at]
+    _changed(parent)
     _insert(parent, at, nodes)
 
 
@@ -394,6 +413,7 @@ def _remove(target: Located, op: _Op) -> None:
         )
     if isinstance(target, AttrRef):
         target.element.attrs.remove(target.attr)
+        target.element.invalidate_parent()
         return
     if isinstance(target, NsRef):
         element = target.element
@@ -416,8 +436,11 @@ def _remove(target: Located, op: _Op) -> None:
         remove.add(_whitespace_sibling(parent, at - 1, op))
     if op.ws in ("after", "both"):
         remove.add(_whitespace_sibling(parent, at + 1, op))
-    parent.children[:] = [c for i, c in enumerate(parent.children) if i not in remove]
-    _merge_text(parent)
+    for i in sorted(remove, reverse=True):
+        del parent.children[i]
+    _changed(parent)
+    low = min(remove)
+    _merge_text(parent, low, low)
 
 
 def _whitespace_sibling(parent: Element | Document, at: int, op: _Op) -> int:
@@ -562,14 +585,18 @@ def _choose_prefix(
 
 
 def _serialise(doc: Document, tree: etree._ElementTree, original: bytes, limits: Limits) -> bytes:
-    body = doc.to_text().encode("utf-8")
-    data = b'<?xml version="1.0" encoding="UTF-8"?>\n' + _doctype(tree) + body
+    declared = bytes(original[:64]).lstrip(b"\xef\xbb\xbf").startswith(b"<?xml")
+    standalone = tree.docinfo.standalone if declared else None
+    if _lxml_can_write(tree, original):
+        body = _fast_text(doc).encode("utf-8")
+        data = b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
+    else:
+        body = doc.to_text().encode("utf-8")
+        data = b'<?xml version="1.0" encoding="UTF-8"?>\n' + _doctype(tree) + body
     try:
         result = parse_document(data, where="patched document", limits=limits)
     except XmlInputError as err:
         raise InvalidDiffFormat(0, None, f"the patched document is not acceptable: {err}") from None
-    declared = bytes(original[:64]).lstrip(b"\xef\xbb\xbf").startswith(b"<?xml")
-    standalone = tree.docinfo.standalone if declared else None
     return bytes(
         etree.tostring(result, encoding="UTF-8", xml_declaration=declared, standalone=standalone)
     )
@@ -590,3 +617,130 @@ def _doctype(tree: etree._ElementTree) -> bytes:
     if full.endswith(body):
         return full[: len(full) - len(body)]
     return str(tree.docinfo.doctype).encode("utf-8") + b"\n"
+
+
+# Fast path: let lxml write every part of the original tree the patch left untouched.
+# Only when that text is exactly what ``Document.to_text`` would give after re-parsing:
+# no DTD, an ASCII-compatible encoding, and no namespace declaration below the root
+# (so no subtree has redundant declarations to drop, and the root element, written
+# whole, needs no inherited ones).  The original lxml tree is changed in place to the
+# patched structure: removed nodes are taken out, texts set, and every node written
+# by hand (new ones, comments, PIs) becomes a marker PI that is replaced in the text;
+# an element whose declarations or attributes were read gets its start tag rewritten.
+
+_MARK = "xcapdiff-splice-7f3a"
+_MARK_RE = re.compile(r"<\?" + _MARK + r" ([sn])(\d+)\?>")
+_START_RE = re.compile(r'<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*"[^"]*")*\s*')
+_ASCII_ENCODINGS = ("UTF-8", "UTF8", "US-ASCII", "ASCII")
+
+
+def _lxml_can_write(tree: etree._ElementTree, original: bytes) -> bool:
+    info = tree.docinfo
+    if info.doctype or info.internalDTD is not None:
+        return False
+    encoding = (info.encoding or "UTF-8").upper().replace("_", "-")
+    if encoding not in _ASCII_ENCODINGS and not encoding.startswith("ISO-8859-"):
+        return False
+    data = bytes(original)
+    if _MARK.encode() in data:
+        return False
+    return data.count(b"xmlns") == len(tree.getroot().nsmap)
+
+
+def _fast_text(doc: Document) -> str:
+    hand: list[str] = []
+    out: list[str] = []
+    for node in doc.children:
+        if isinstance(node, Element) and node.lx is not None:
+            start = not node.start_untouched
+            if not node.content_untouched:
+                _sync(node, hand)
+            text = str(etree.tostring(node.lx, encoding=str, with_tail=False))
+            if start:
+                text = _new_start(node) + text[_START_RE.match(text).end() :]  # type: ignore[union-attr]
+            out.append(_splice(text, hand))
+        else:
+            _write_node(node, out)
+    return "".join(out)
+
+
+def _write_node(node: Node, out: list[str]) -> None:
+    tmp = Document([node])
+    out.append(tmp.to_text())
+
+
+def _new_start(el: Element) -> str:
+    """The start tag of ``el`` as ``Document.to_text`` writes it, without ``>``."""
+    text = Document([Element(el.uri, el.local, el.prefix, el.decls, el.attrs)]).to_text()
+    return text[: -len("/>")]
+
+
+def _marker(kind: str, hand: list[str], text: str) -> etree._ProcessingInstruction:
+    hand.append(text)
+    return etree.ProcessingInstruction(_MARK, f"{kind}{len(hand) - 1}")
+
+
+def _sync(el: Element, hand: list[str]) -> None:
+    """Make ``el.lx``'s content match ``el.children`` (markers for hand-written nodes)."""
+    lx = el.lx
+    assert lx is not None
+    children = el.children
+    if not el.changed:
+        # Same nodes and texts as lxml holds: only descend where something was read.
+        for node in children:
+            if isinstance(node, Element) and node.lx is not None:
+                if node._children is not None:
+                    _sync(node, hand)
+                if node._attrs is not None or node._decls is not None:
+                    node.lx.addprevious(_marker("s", hand, _new_start(node)))
+        return
+    kept = {id(c.lx) for c in children if isinstance(c, Element) and c.lx is not None}
+    for child in list(lx):
+        if id(child) not in kept:
+            lx.remove(child)
+    order = [c.lx for c in children if isinstance(c, Element) and c.lx is not None]
+    if len(order) != len(lx) or any(a is not b for a, b in zip(order, lx)):
+        raise AssertionError("kept nodes out of order")
+    prev: etree._Element | None = None
+    pending = ""
+
+    def flush() -> None:
+        if prev is None:
+            lx.text = pending or None
+        else:
+            prev.tail = pending or None
+
+    for node in children:
+        if isinstance(node, Text):
+            pending += node.value
+            continue
+        flush()
+        pending = ""
+        if isinstance(node, Element) and node.lx is not None:
+            if not node.content_untouched:
+                _sync(node, hand)
+            if not node.start_untouched:
+                node.lx.addprevious(_marker("s", hand, _new_start(node)))
+            prev = node.lx
+            continue
+        out: list[str] = []
+        _write_node(node, out)
+        mark = _marker("n", hand, "".join(out))
+        if prev is None:
+            lx.insert(0, mark)
+        else:
+            prev.addnext(mark)
+        prev = mark
+    flush()
+
+
+def _splice(text: str, hand: list[str]) -> str:
+    parts = _MARK_RE.split(text)
+    out = [parts[0]]
+    for i in range(1, len(parts), 3):
+        kind, n, after = parts[i], int(parts[i + 1]), parts[i + 2]
+        if kind == "s":
+            after = after[_START_RE.match(after).end() :]  # type: ignore[union-attr]
+        out.append(hand[n])
+        out.append(after)
+    return "".join(out)

@@ -84,18 +84,106 @@ class Attr:
     value: str
 
 
-@dataclass(eq=False, slots=True)
 class Element:
     """An element with its *own* namespace declarations (``decls``; ``None`` is the
-    default namespace, ``""`` an ``xmlns=""`` undeclaration) and the prefix it uses."""
+    default namespace, ``""`` an ``xmlns=""`` undeclaration) and the prefix it uses.
 
-    uri: str | None
-    local: str
-    prefix: str | None = None
-    decls: dict[str | None, str] = field(default_factory=dict)
-    attrs: list[Attr] = field(default_factory=list)
-    children: list[Node] = field(default_factory=list)
-    parent: Element | Document | None = None
+    An element copied from the parsed document keeps its lxml node (``lx``) and
+    reads ``decls``, ``attrs`` and ``children`` from it only when first asked; until
+    then that part is untouched, which the serialiser uses to let lxml write it.
+    Per-parent child indexes (by name, by attribute value) are built lazily and
+    must be dropped with ``invalidate()`` whenever the children list, a child's
+    name or a child's attributes change."""
+
+    __slots__ = ("uri", "local", "prefix", "_decls", "_attrs", "_children", "parent", "lx", "_idx", "changed")
+
+    def __init__(
+        self,
+        uri: str | None,
+        local: str,
+        prefix: str | None = None,
+        decls: dict[str | None, str] | None = None,
+        attrs: list[Attr] | None = None,
+        children: list[Node] | None = None,
+        parent: Element | Document | None = None,
+        *,
+        lx: etree._Element | None = None,
+    ) -> None:
+        self.uri, self.local, self.prefix = uri, local, prefix
+        self.parent, self.lx = parent, lx
+        self._idx: dict[tuple, object] | None = None
+        self.changed = False  # children list, or a child, changed since loading
+        if lx is None:
+            self._decls = {} if decls is None else decls
+            self._attrs = [] if attrs is None else attrs
+            self._children = [] if children is None else children
+        else:
+            self._decls, self._attrs, self._children = decls, attrs, children
+
+    def __repr__(self) -> str:
+        return f"Element({self.uri!r}, {self.local!r}, prefix={self.prefix!r})"
+
+    @property
+    def decls(self) -> dict[str | None, str]:
+        if self._decls is None:
+            assert self.lx is not None
+            up = self.lx.getparent()
+            self._decls = own_declarations(self.lx.nsmap, up.nsmap if up is not None else {})
+        return self._decls
+
+    @decls.setter
+    def decls(self, value: dict[str | None, str]) -> None:
+        self._decls = value
+
+    @property
+    def attrs(self) -> list[Attr]:
+        if self._attrs is None:
+            assert self.lx is not None
+            self._attrs = lxml_attributes(self.lx)
+        return self._attrs
+
+    @attrs.setter
+    def attrs(self, value: list[Attr]) -> None:
+        self._attrs = value
+        self.invalidate_parent()
+
+    @property
+    def children(self) -> list[Node]:
+        if self._children is None:
+            assert self.lx is not None
+            lx = self.lx
+            out: list[Node] = []
+            if lx.text:
+                out.append(Text(lx.text))
+            for child in lx:
+                out.append(_from_lxml(child, self))
+                if child.tail:
+                    out.append(Text(child.tail))
+            self._children = out
+        return self._children
+
+    @children.setter
+    def children(self, value: list[Node]) -> None:
+        self._children = value
+        self.invalidate()
+
+    @property
+    def start_untouched(self) -> bool:
+        """Still backed by lxml with its declarations and attributes never read."""
+        return self.lx is not None and self._decls is None and self._attrs is None
+
+    @property
+    def content_untouched(self) -> bool:
+        return self.lx is not None and self._children is None
+
+    def invalidate(self) -> None:
+        """Drop the child indexes (the children list or a child changed)."""
+        self._idx = None
+        self.changed = True
+
+    def invalidate_parent(self) -> None:
+        if isinstance(self.parent, Element):
+            self.parent.invalidate()
 
     def scope(self) -> dict[str | None, str]:
         """Prefix -> URI bindings in scope here (``xml`` always, no empty default)."""
@@ -118,6 +206,50 @@ class Element:
             if attr.uri == uri and attr.local == local:
                 return attr
         return None
+
+    def attr_value(self, uri: str | None, local: str) -> str | None:
+        """The value of attribute ``{uri}local`` (read-only; does not load ``attrs``)."""
+        if self._attrs is None:
+            assert self.lx is not None
+            return self.lx.get(f"{{{uri}}}{local}" if uri is not None else local)
+        for attr in self._attrs:
+            if attr.uri == uri and attr.local == local:
+                return attr.value
+        return None
+
+    def named(self, uri: str | None, local: str) -> list[Element]:
+        """The child elements named ``{uri}local``, in order (a cached index: do not
+        mutate the list)."""
+        idx = self._idx
+        if idx is None:
+            idx = self._idx = {}
+        names = idx.get(None)
+        if names is None:
+            table: dict[tuple[str | None, str], list[Element]] = {}
+            for node in self.children:
+                if isinstance(node, Element):
+                    table.setdefault((node.uri, node.local), []).append(node)
+            names = idx[None] = table
+        return names.get((uri, local), [])  # type: ignore[union-attr]
+
+    def by_attr(
+        self, uri: str | None, local: str, attr_uri: str | None, attr_local: str
+    ) -> dict[str, list[Element]]:
+        """Child elements named ``{uri}local`` by their ``{attr_uri}attr_local`` value
+        (a cached index: do not mutate)."""
+        key = (uri, local, attr_uri, attr_local)
+        named = self.named(uri, local)
+        idx = self._idx
+        assert idx is not None
+        table = idx.get(key)
+        if table is None:
+            table = {}
+            for el in named:
+                value = el.attr_value(attr_uri, attr_local)
+                if value is not None:
+                    table.setdefault(value, []).append(el)
+            idx[key] = table
+        return table  # type: ignore[return-value]
 
     def string_value(self) -> str:
         """XPath string-value: all descendant text, in document order."""
@@ -168,15 +300,16 @@ class Document:
         doc = cls()
         before = list(root.itersiblings(preceding=True))
         for node in [*reversed(before), root, *root.itersiblings()]:
-            doc.children.append(_from_lxml(node, {}, doc))
+            doc.children.append(_from_lxml(node, doc))
         return doc
 
 
 def _index(children: list[Node], node: Node) -> int:
-    for i, child in enumerate(children):
-        if child is node:
-            return i
-    raise ValueError("node is not a child here")
+    # Nodes compare by identity (no __eq__), so list.index finds this very node.
+    try:
+        return children.index(node)
+    except ValueError:
+        raise ValueError("node is not a child here") from None
 
 
 def lxml_attributes(el: etree._Element) -> list[Attr]:
@@ -206,35 +339,20 @@ def own_declarations(
     return own
 
 
-def _from_lxml(
-    node: etree._Element,
-    parent_nsmap: Mapping[str | None, str],
-    parent: Element | Document,
-) -> Node:
+def _from_lxml(node: etree._Element, parent: Element | Document) -> Node:
+    """Wrap an lxml node; an element's declarations, attributes and children are
+    read from it lazily (see ``Element``)."""
     if isinstance(node, etree._Comment):
         return Comment(node.text or "")
     if isinstance(node, etree._ProcessingInstruction):
         return PI(str(node.target), node.text or "")
-    if not isinstance(node.tag, str):
+    tag = node.tag
+    if not isinstance(tag, str):
         raise TypeError(f"unsupported node {node!r}")
-    qname = etree.QName(node)
-    nsmap = node.nsmap
-    el = Element(
-        qname.namespace,
-        qname.localname,
-        node.prefix,
-        own_declarations(nsmap, parent_nsmap),
-        lxml_attributes(node),
-        [],
-        parent,
-    )
-    if node.text:
-        el.children.append(Text(node.text))
-    for child in node:
-        el.children.append(_from_lxml(child, nsmap, el))
-        if child.tail:
-            el.children.append(Text(child.tail))
-    return el
+    if tag[0] == "{":
+        uri, _, local = tag[1:].partition("}")
+        return Element(uri, local, node.prefix, parent=parent, lx=node)
+    return Element(None, tag, None, parent=parent, lx=node)
 
 
 def _qname(prefix: str | None, local: str) -> str:
@@ -672,9 +790,29 @@ def _step(contexts: list[Element | Document], step: Step, resolve: _Resolver) ->
                     out.append(NsRef(ctx, step.name.local, bound))
         return out
     test = _node_test(step, resolve)
+    named = (
+        step.kind == "element"
+        and step.name is not None
+        and not (step.name.local == "*" and step.name.prefix is None)
+    )
     for ctx in contexts:
-        matched = [node for node in ctx.children if test(node)]
-        for pred in step.predicates:
+        preds = step.predicates
+        matched: list[Node]
+        if named and isinstance(ctx, Element):
+            # Indexed lookups; equal to the scan below (same nodes, document order).
+            assert step.name is not None
+            uri = resolve.uri(step.name, attribute=False)
+            first = preds[0] if preds else None
+            if isinstance(first, AttrEquals):
+                attr_uri = resolve.uri(first.name, attribute=True)
+                table = ctx.by_attr(uri, step.name.local, attr_uri, first.name.local)
+                matched = list(table.get(first.value, ()))
+                preds = preds[1:]
+            else:
+                matched = list(ctx.named(uri, step.name.local))
+        else:
+            matched = [node for node in ctx.children if test(node)]
+        for pred in preds:
             matched = _filter(matched, pred, resolve)
         out.extend(ChildRef(ctx, node) for node in matched)
     return out
@@ -705,8 +843,7 @@ def _filter(nodes: list[Node], pred: Predicate, resolve: _Resolver) -> list[Node
         uri = resolve.uri(pred.name, attribute=True)
         out: list[Node] = []
         for n in nodes:
-            attr = n.find_attr(uri, pred.name.local) if isinstance(n, Element) else None
-            if attr is not None and attr.value == pred.value:
+            if isinstance(n, Element) and n.attr_value(uri, pred.name.local) == pred.value:
                 out.append(n)
         return out
     uri = resolve.uri(pred.name, attribute=False)
