@@ -35,6 +35,7 @@ PURE = (
     "diff.*",
     "xcapdiff",
     "config",
+    "change",
     "changes",
     "sip.message",
     "sip.digest",
