@@ -36,7 +36,9 @@ def change(old, old_etag, new, new_etag, t=0.0, sel=SEL, owner=OWNER) -> Change:
 
 def a2_changes() -> list[Change]:
     versions = [V0, V1, V2, V3]
-    return [change(versions[i], ETAGS[i], versions[i + 1], ETAGS[i + 1], float(i)) for i in range(3)]
+    return [
+        change(versions[i], ETAGS[i], versions[i + 1], ETAGS[i + 1], float(i)) for i in range(3)
+    ]
 
 
 def plan(changes, mode=AGG, chains=None, cap=16384):
@@ -46,7 +48,10 @@ def plan(changes, mode=AGG, chains=None, cap=16384):
 def documents(p):
     assert p.body is not None
     assert_valid_xcap_diff(p.body)
-    return [(e.sel, e.previous_etag, e.new_etag, e.patch is not None) for e in parse_xcap_diff(p.body).entries]
+    return [
+        (e.sel, e.previous_etag, e.new_etag, e.patch is not None)
+        for e in parse_xcap_diff(p.body).entries
+    ]
 
 
 def test_aggregate_reports_one_patch_from_first_to_last_version() -> None:
@@ -95,7 +100,10 @@ def test_deleted_then_recreated_is_both_etags_without_patch() -> None:
 
 @pytest.mark.parametrize("mode", list(DiffProcessing))
 def test_unchanged_etags_are_nothing(mode) -> None:
-    p = plan([change(V0, "e1", V1, "e2", 0), change(V1, "e2", V0, "e1", 1)], mode if mode is not CHAIN else AGG)
+    p = plan(
+        [change(V0, "e1", V1, "e2", 0), change(V1, "e2", V0, "e1", 1)],
+        mode if mode is not CHAIN else AGG,
+    )
     assert p.body is None
 
 

@@ -35,9 +35,13 @@ def sel(owner: str, auid: str = "tests") -> str:
 def change(clock, owner, i, j, auid="tests", old_etag=None, new_etag=None) -> Change:
     """Version i -> j of one of the owner's documents (None = absent)."""
     return Change(
-        ROOT, sel(owner, auid), owner,
-        V[i] if i is not None else None, old_etag or (f"v{i}" if i is not None else None),
-        V[j] if j is not None else None, new_etag or (f"v{j}" if j is not None else None),
+        ROOT,
+        sel(owner, auid),
+        owner,
+        V[i] if i is not None else None,
+        old_etag or (f"v{i}" if i is not None else None),
+        V[j] if j is not None else None,
+        new_etag or (f"v{j}" if j is not None else None),
         time=clock.seconds(),
     )
 
@@ -46,7 +50,10 @@ def make(policy=None, transport=None, spool=None):
     clock = Clock()
     transport = transport if transport is not None else RecordingTransport()
     pub = Publisher(
-        clock, transport, policy or Policy(status_interval=0), spool=spool,
+        clock,
+        transport,
+        policy or Policy(status_interval=0),
+        spool=spool,
         random_unit=lambda: 0.5,  # no jitter: retries at exact backoff times
     )
     pub.start()
@@ -54,8 +61,10 @@ def make(policy=None, transport=None, spool=None):
 
 
 def docs(publication):
-    return [(e.sel, e.previous_etag, e.new_etag, e.patch is not None)
-            for e in parse_xcap_diff(publication.body).entries]
+    return [
+        (e.sel, e.previous_etag, e.new_etag, e.patch is not None)
+        for e in parse_xcap_diff(publication.body).entries
+    ]
 
 
 def test_first_change_is_published_at_once() -> None:
@@ -91,17 +100,27 @@ def test_zero_interval_publishes_every_change_at_once() -> None:
     for i in range(3):
         pub.accept(change(clock, ALICE, i, i + 1))
         clock.advance(0)
-    assert [docs(p)[0][1:3] for p in transport.published] == [("v0", "v1"), ("v1", "v2"), ("v2", "v3")]
+    assert [docs(p)[0][1:3] for p in transport.published] == [
+        ("v0", "v1"),
+        ("v1", "v2"),
+        ("v2", "v3"),
+    ]
 
 
 def test_xcap_patching_mode_chains_every_version() -> None:
-    clock, transport, pub = make(Policy(diff_processing=DiffProcessing.XCAP_PATCHING, status_interval=0))
+    clock, transport, pub = make(
+        Policy(diff_processing=DiffProcessing.XCAP_PATCHING, status_interval=0)
+    )
     pub.accept(change(clock, ALICE, None, 0))
     clock.advance(0)
     for i in range(3):
         pub.accept(change(clock, ALICE, i, i + 1))
     clock.advance(5)
-    assert [d[1:3] for d in docs(transport.published[1])] == [("v0", "v1"), ("v1", "v2"), ("v2", "v3")]
+    assert [d[1:3] for d in docs(transport.published[1])] == [
+        ("v0", "v1"),
+        ("v1", "v2"),
+        ("v2", "v3"),
+    ]
 
 
 def test_owners_do_not_wait_for_each_other() -> None:
@@ -302,3 +321,25 @@ def test_everything_accepted_is_journaled_and_completed() -> None:
 def test_backoff_schedule(attempt: int, expected: float) -> None:
     assert Policy().backoff(attempt, 0.5) == expected
     assert Policy().backoff(attempt, 0.0) == pytest.approx(expected * 0.9)
+
+
+def test_only_large_batches_are_diffed_off_the_reactor_thread() -> None:
+    offloaded = []
+
+    def run_cpu(func):
+        offloaded.append(func)
+        from twisted.internet.defer import maybeDeferred
+
+        return maybeDeferred(func)
+
+    clock = Clock()
+    transport = RecordingTransport()
+    policy = Policy(min_interval=0, status_interval=0, offload_bytes=len(V[0]) * 3)
+    pub = Publisher(clock, transport, policy, run_cpu=run_cpu)
+    pub.start()
+    pub.accept(change(clock, ALICE, 0, 1))  # two small versions: inline
+    clock.advance(0)
+    big = len(V[0]) * 4
+    pub.accept(Change(ROOT, sel(BOB), BOB, V[0] + b" " * big, "v0", V[1], "v1", time=0))
+    clock.advance(0)
+    assert len(offloaded) == 1 and len(transport.published) == 2

@@ -116,7 +116,13 @@ def plan_publication(
     body, capped, oversize = _apply_cap(root, entries, max_body_bytes)
     fallbacks += capped
     return PublicationPlan(
-        owner, root, body, tuple(entries), new_chains, tuple(fallbacks), oversize,
+        owner,
+        root,
+        body,
+        tuple(entries),
+        new_chains,
+        tuple(fallbacks),
+        oversize,
         tuple(dict.fromkeys(e.sel for e in entries)),
     )
 
@@ -148,9 +154,7 @@ def _aggregate(
     return [_patched(sel, first.old, last.new, previous, new, limits)]
 
 
-def _chain_steps(
-    sel: str, cs: list[Change], known: str | None, limits: Limits
-) -> list[_Step]:
+def _chain_steps(sel: str, cs: list[Change], known: str | None, limits: Limits) -> list[_Step]:
     if (known if known is not None else cs[0].old_etag) is None and cs[-1].new_etag is None:
         return []  # created and deleted inside the window
     steps: list[_Step] = []
@@ -166,7 +170,9 @@ def _chain_steps(
             steps.append((DocumentEntry(sel, last, None), None))
         elif last != c.old_etag:
             what = "recreated" if c.old_etag is None else "gap"
-            steps.append(_etag_only(sel, last, new, what, f"previous version {last} is not {c.old_etag}"))
+            steps.append(
+                _etag_only(sel, last, new, what, f"previous version {last} is not {c.old_etag}")
+            )
         elif c.old is None or c.new is None:
             steps.append(_etag_only(sel, last, new, "no-bytes", "document versions not available"))
         else:

@@ -51,6 +51,10 @@ class Policy:
     retry_max: float = 60.0
     retry_jitter: float = 0.1
     status_interval: float = 60.0
+    # Batches holding more document bytes than this are diffed in ``run_cpu`` (a
+    # worker thread); smaller ones take well under a millisecond and run inline,
+    # because many small jobs in a thread pool starve the reactor of the GIL.
+    offload_bytes: int = 64 * 1024
 
     @classmethod
     def from_settings(cls, settings: Any) -> Policy:
@@ -236,7 +240,9 @@ class Publisher:
                     self._count_fallback("memory")
                     _log.warning(
                         "%s %s: pending documents over max_pending_bytes; "
-                        "this change will be published etag-only", state.owner, c.sel,
+                        "this change will be published etag-only",
+                        state.owner,
+                        c.sel,
                     )
 
     # ------------------------------------------------------------- scheduling
@@ -262,11 +268,16 @@ class Publisher:
 
         def plan() -> PublicationPlan:
             return plan_publication(
-                state.owner, changes, mode=policy.diff_processing, chains=chains,
-                max_body_bytes=policy.max_body_bytes, limits=limits,
+                state.owner,
+                changes,
+                mode=policy.diff_processing,
+                chains=chains,
+                max_body_bytes=policy.max_body_bytes,
+                limits=limits,
             )
 
-        d = self._run_cpu(plan)
+        big = sum(c.retained_bytes for c in changes) > policy.offload_bytes
+        d = self._run_cpu(plan) if big else maybeDeferred(plan)
         d.addCallback(self._deliver, state, batch)
         d.addErrback(self._planning_failed, state, batch)
         self._in_flight[state.owner] = d
@@ -283,23 +294,33 @@ class Publisher:
     ) -> Deferred[None] | None:
         for fallback in plan.fallbacks:
             self._count_fallback(fallback.category)
-            _log.warning("%s %s: published etag-only (%s: %s)", state.owner, fallback.sel,
-                         fallback.category, fallback.detail)
+            _log.warning(
+                "%s %s: published etag-only (%s: %s)",
+                state.owner,
+                fallback.sel,
+                fallback.category,
+                fallback.detail,
+            )
         if plan.body is None:
             self.counters.nothing_to_publish += 1
             self._done(state, batch, plan, None)
             return None
         if plan.oversize:
             self.counters.oversize += 1
-            _log.warning("%s: body of %d bytes exceeds max_body_bytes even etag-only; sent anyway",
-                         state.owner, len(plan.body))
+            _log.warning(
+                "%s: body of %d bytes exceeds max_body_bytes even etag-only; sent anyway",
+                state.owner,
+                len(plan.body),
+            )
         etag = self._granted_etag(state.owner)
         publication = Publication(state.owner, plan.body, etag=etag)
         started = self._reactor.seconds()
         d = maybeDeferred(self._transport.publish, publication)
         d.addCallbacks(
-            self._delivered, self._delivery_failed,
-            callbackArgs=(state, batch, plan, started), errbackArgs=(state, batch, plan),
+            self._delivered,
+            self._delivery_failed,
+            callbackArgs=(state, batch, plan, started),
+            errbackArgs=(state, batch, plan),
         )
         return d
 
@@ -310,8 +331,12 @@ class Publisher:
         return etag
 
     def _delivered(
-        self, outcome: PublishOutcome, state: _Owner, batch: list[tuple[int, Change]],
-        plan: PublicationPlan, started: float,
+        self,
+        outcome: PublishOutcome,
+        state: _Owner,
+        batch: list[tuple[int, Change]],
+        plan: PublicationPlan,
+        started: float,
     ) -> None:
         now = self._reactor.seconds()
         self.counters.published += 1
@@ -319,9 +344,13 @@ class Publisher:
         self.counters.latency(max(0.0, now - first))
         _log.info(
             "published %s: %d document(s) %s, mode %s, %d bytes, %s, %.3f s",
-            state.owner, len(plan.documents), ",".join(plan.documents),
-            self._policy.diff_processing.value, len(plan.body or b""),
-            outcome.detail or "ok", now - first,
+            state.owner,
+            len(plan.documents),
+            ",".join(plan.documents),
+            self._policy.diff_processing.value,
+            len(plan.body or b""),
+            outcome.detail or "ok",
+            now - first,
         )
         if outcome.etag is not None or outcome.expires is not None:
             expires_at = now + outcome.expires if outcome.expires else None
@@ -331,7 +360,10 @@ class Publisher:
         self._done(state, batch, plan, outcome)
 
     def _done(
-        self, state: _Owner, batch: list[tuple[int, Change]], plan: PublicationPlan,
+        self,
+        state: _Owner,
+        batch: list[tuple[int, Change]],
+        plan: PublicationPlan,
         outcome: PublishOutcome | None,
     ) -> None:
         state.attempts = 0
@@ -348,28 +380,43 @@ class Publisher:
         self._pending_bytes -= sum(c.retained_bytes for _, c in batch)
 
     def _delivery_failed(
-        self, failure: Failure, state: _Owner, batch: list[tuple[int, Change]],
+        self,
+        failure: Failure,
+        state: _Owner,
+        batch: list[tuple[int, Change]],
         plan: PublicationPlan,
     ) -> None:
         if not failure.check(TransportError):
-            _log.error("%s: transport raised %s; treating it as a failed delivery",
-                       state.owner, failure.getErrorMessage())
+            _log.error(
+                "%s: transport raised %s; treating it as a failed delivery",
+                state.owner,
+                failure.getErrorMessage(),
+            )
         err = failure.value
         retryable = bool(getattr(err, "retryable", False))
         if retryable and not self._stopping:
             state.attempts += 1
             self.counters.retried += 1
             delay = self._policy.backoff(state.attempts, self._random())
-            _log.warning("%s: delivery failed (%s); retry %d in %.1f s",
-                         state.owner, failure.getErrorMessage(), state.attempts, delay)
+            _log.warning(
+                "%s: delivery failed (%s); retry %d in %.1f s",
+                state.owner,
+                failure.getErrorMessage(),
+                state.attempts,
+                delay,
+            )
             state.pending = batch + state.pending  # newer changes merge into the retry
             state.timer = self._reactor.callLater(delay, self._start, state)
             return
         self.counters.failed += 1
         self.counters.dropped += len(batch)
         state.attempts = 0
-        _log.warning("%s: publication dropped (%s); %d change(s) not delivered",
-                     state.owner, failure.getErrorMessage(), len(batch))
+        _log.warning(
+            "%s: publication dropped (%s); %d change(s) not delivered",
+            state.owner,
+            failure.getErrorMessage(),
+            len(batch),
+        )
         self._release(batch)
         self._pin_chains(batch)
         if self._spool is not None:
@@ -388,8 +435,7 @@ class Publisher:
     ) -> None:
         # plan_publication turns bad documents into etag-only entries; getting here
         # is a bug.  Drop the batch (logged and counted) rather than wedge the owner.
-        _log.error("%s: could not build the publication: %s", state.owner,
-                   failure.getTraceback())
+        _log.error("%s: could not build the publication: %s", state.owner, failure.getTraceback())
         self.counters.failed += 1
         self.counters.dropped += len(batch)
         self._release(batch)
@@ -415,7 +461,13 @@ class Publisher:
         _log.info(
             "status: accepted %d, published %d, retried %d, failed %d, dropped %d, "
             "fallbacks %s, pending %d, spool %d bytes, latency %s",
-            snap["accepted"], snap["published"], snap["retried"], snap["failed"],
-            snap["dropped"], snap["fallbacks"] or "{}", snap["pending_changes"],
-            snap["spool_bytes"], snap["latency"] or "{}",
+            snap["accepted"],
+            snap["published"],
+            snap["retried"],
+            snap["failed"],
+            snap["dropped"],
+            snap["fallbacks"] or "{}",
+            snap["pending_changes"],
+            snap["spool_bytes"],
+            snap["latency"] or "{}",
         )

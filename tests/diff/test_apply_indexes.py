@@ -33,7 +33,7 @@ def test_add_then_select_new_key_and_position() -> None:
         DOC,
         _patch(
             '<add sel="x:r/x:l/x:e[@k=\'1\']" pos="after"><e xmlns="urn:x" k="9"><n>z</n></e></add>',
-            '<replace sel="x:r/x:l/x:e[@k=\'9\']/x:n/text()">y</replace>',
+            "<replace sel=\"x:r/x:l/x:e[@k='9']/x:n/text()\">y</replace>",
             '<replace sel="x:r/x:l/x:e[3]/@k">7</replace>',
         ),
     )
@@ -55,8 +55,8 @@ def test_remove_then_key_gone_and_positions_shift() -> None:
         apply_patch(
             DOC,
             _patch(
-                '<remove sel="x:r/x:l/x:e[@k=\'2\']"/>',
-                '<remove sel="x:r/x:l/x:e[@k=\'2\']"/>',
+                "<remove sel=\"x:r/x:l/x:e[@k='2']\"/>",
+                "<remove sel=\"x:r/x:l/x:e[@k='2']\"/>",
             ),
         )
     except Exception as err:  # noqa: BLE001 - the error class is checked below
@@ -69,11 +69,11 @@ def test_attribute_edits_update_the_key_index() -> None:
     out = apply_patch(
         DOC,
         _patch(
-            '<replace sel="x:r/x:l/x:e[@k=\'1\']/@k">2b</replace>',
-            '<replace sel="x:r/x:l/x:e[@k=\'2b\']/x:n/text()">A</replace>',
-            '<remove sel="x:r/x:l/x:e[@k=\'3\']/@k"/>',
+            "<replace sel=\"x:r/x:l/x:e[@k='1']/@k\">2b</replace>",
+            "<replace sel=\"x:r/x:l/x:e[@k='2b']/x:n/text()\">A</replace>",
+            "<remove sel=\"x:r/x:l/x:e[@k='3']/@k\"/>",
             '<add sel="x:r/x:l/x:e[3]" type="@k">1</add>',
-            '<replace sel="x:r/x:l/x:e[@k=\'1\']/x:n/text()">C</replace>',
+            "<replace sel=\"x:r/x:l/x:e[@k='1']/x:n/text()\">C</replace>",
         ),
     )
     assert _keys(out) == ["2b", "2", "1"]
@@ -86,7 +86,7 @@ def test_replace_element_then_select_by_new_key() -> None:
         _patch(
             '<replace sel="x:r/x:l/x:e[@k=\'2\']"><e xmlns="urn:x" k="5"><n>q</n></e></replace>',
             '<add sel="x:r/x:l/x:e[@k=\'5\']"><n xmlns="urn:x">w</n></add>',
-            '<remove sel="x:r/x:l/x:e[@k=\'5\']/x:n[1]"/>',
+            "<remove sel=\"x:r/x:l/x:e[@k='5']/x:n[1]\"/>",
         ),
     )
     assert _keys(out) == ["1", "5", "3"]
@@ -98,9 +98,9 @@ def test_namespace_rebind_updates_name_index() -> None:
     out = apply_patch(
         doc,
         b'<diff xmlns:a="urn:a" xmlns:b="urn:b">'
-        b'<replace sel="r/l/a:e[@k=\'1\']/@k">0</replace>'
+        b"<replace sel=\"r/l/a:e[@k='1']/@k\">0</replace>"
         b'<replace sel="r/namespace::p">urn:b</replace>'
-        b'<replace sel="r/l/b:e[@k=\'2\']/@k">3</replace>'
+        b"<replace sel=\"r/l/b:e[@k='2']/@k\">3</replace>"
         b"</diff>",
     )
     root = etree.fromstring(out)
@@ -113,7 +113,7 @@ def test_fast_and_slow_serialisation_agree() -> None:
     ops = _patch(
         '<add sel="x:r/x:l/x:e[@k=\'2\']" pos="before"><!--c--><?pi d?></add>',
         '<add sel="x:r/x:l" type="@m">v&amp;&lt;"</add>',
-        '<remove sel="x:r/x:l/x:e[@k=\'3\']"/>',
+        "<remove sel=\"x:r/x:l/x:e[@k='3']\"/>",
         '<replace sel="x:r/x:l/x:e[1]/x:n/text()">&#13;t</replace>',
         '<add sel="x:r/x:l/x:e[1]" type="namespace::q">urn:q</add>',
     )

@@ -95,7 +95,18 @@ class Element:
     must be dropped with ``invalidate()`` whenever the children list, a child's
     name or a child's attributes change."""
 
-    __slots__ = ("uri", "local", "prefix", "_decls", "_attrs", "_children", "parent", "lx", "_idx", "changed")
+    __slots__ = (
+        "uri",
+        "local",
+        "prefix",
+        "_decls",
+        "_attrs",
+        "_children",
+        "parent",
+        "lx",
+        "_idx",
+        "changed",
+    )
 
     def __init__(
         self,
