@@ -26,15 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from twisted.internet import reactor, task, threads  # noqa: E402
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed  # noqa: E402
+from diff_bench import resource_lists
+from twisted.internet import reactor, task, threads
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 
-from diff_bench import resource_lists  # noqa: E402
-from xcapdiff_ext.change import Change  # noqa: E402
-from xcapdiff_ext.interfaces import Publication, PublishOutcome  # noqa: E402
-from xcapdiff_ext.publisher import Policy, Publisher  # noqa: E402
-from xcapdiff_ext.spool import Spool  # noqa: E402
-from xcapdiff_ext.xcapdiff import document_entry  # noqa: E402
+from xcapdiff_ext.change import Change
+from xcapdiff_ext.interfaces import Publication, PublishOutcome
+from xcapdiff_ext.publisher import Policy, Publisher
+from xcapdiff_ext.spool import Spool
+from xcapdiff_ext.xcapdiff import document_entry
 
 ROOT = "http://xcap.example.com/"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.shared import assert_valid_xcap_diff
 from tests.vectors import vector
 from xcapdiff_ext.change import Change, ChangeKind
@@ -158,14 +159,14 @@ def test_bad_stored_document_degrades_to_etag_only() -> None:
 
 def test_one_body_carries_every_document_of_the_owner_in_order() -> None:
     other = "resource-lists/users/sip:joe@example.com/index"
-    p = plan([change(None, None, V0, "r1", 0.0, sel=other)] + a2_changes())
+    p = plan([change(None, None, V0, "r1", 0.0, sel=other), *a2_changes()])
     assert [d[0] for d in documents(p)] == [other, SEL]
     assert p.documents == (other, SEL)
 
 
 def test_size_cap_drops_the_largest_patches_first() -> None:
     small_sel = "small/users/sip:joe@example.com/index"
-    changes = a2_changes() + [change(V0, "s1", V1, "s2", 9.0, sel=small_sel)]
+    changes = [*a2_changes(), change(V0, "s1", V1, "s2", 9.0, sel=small_sel)]
     full = plan(changes)
     assert full.body is not None
     sizes = {e.sel: len(e.patch) for e in full.entries if e.patch is not None}
@@ -188,5 +189,5 @@ def test_changes_of_another_owner_are_refused() -> None:
 
 
 def test_change_records_round_trip() -> None:
-    for c in a2_changes() + [change(None, None, V0, "e1"), change(V0, "e1", None, None)]:
+    for c in [*a2_changes(), change(None, None, V0, "e1"), change(V0, "e1", None, None)]:
         assert Change.from_record(c.to_record()) == c

@@ -246,7 +246,7 @@ def test_pending_documents_over_the_memory_bound_degrade_to_etag_only(caplog) ->
 
 
 def test_stop_leaves_no_timer_behind() -> None:
-    clock, transport, pub = make(Policy(status_interval=60))
+    clock, _transport, pub = make(Policy(status_interval=60))
     pub.accept(change(clock, ALICE, 0, 1))
     clock.advance(0)
     pub.accept(change(clock, ALICE, 1, 2))  # waits for the window
@@ -256,7 +256,7 @@ def test_stop_leaves_no_timer_behind() -> None:
 
 
 def test_status_is_logged_periodically(caplog) -> None:
-    clock, transport, pub = make(Policy(status_interval=60))
+    clock, _transport, pub = make(Policy(status_interval=60))
     pub.accept(change(clock, ALICE, 0, 1))
     clock.advance(0)
     with caplog.at_level(logging.INFO, "xcapdiff.publisher"):
@@ -303,7 +303,7 @@ def test_replayed_changes_are_published_at_start_with_the_saved_chain() -> None:
     clock0 = Clock()
     pending = ((0, change(clock0, ALICE, 1, 2)),)
     spool = MemorySpool(pending=pending, chains={(ROOT, sel(ALICE)): "v1"})
-    clock, transport, pub = make(spool=spool)
+    clock, transport, _pub = make(spool=spool)
     clock.advance(0)
     assert docs(transport.published[0]) == [(sel(ALICE), "v1", "v2", True)]
     assert ("published", (0,), {(ROOT, sel(ALICE)): "v2"}) in spool.log
@@ -311,7 +311,7 @@ def test_replayed_changes_are_published_at_start_with_the_saved_chain() -> None:
 
 def test_everything_accepted_is_journaled_and_completed() -> None:
     spool = MemorySpool()
-    clock, transport, pub = make(Policy(min_interval=0, status_interval=0), spool=spool)
+    clock, _transport, pub = make(Policy(min_interval=0, status_interval=0), spool=spool)
     pub.accept(change(clock, ALICE, 0, 1))
     clock.advance(0)
     assert [entry[0] for entry in spool.log] == ["change", "pubstate", "published"]

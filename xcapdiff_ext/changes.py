@@ -10,6 +10,7 @@ values to remember once delivered); the publisher logs and counts them.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -185,7 +186,7 @@ def _gap(cs: list[Change], known: str | None) -> tuple[str, str] | None:
     """Why no single patch can span these changes, if it cannot."""
     if known is not None and known != cs[0].old_etag:
         return "gap", f"last published {known}, change starts at {cs[0].old_etag}"
-    for a, b in zip(cs, cs[1:], strict=False):
+    for a, b in itertools.pairwise(cs):
         if a.new_etag is None or b.old_etag is None:
             return "recreated", "deleted and created again in one window"
         if a.new_etag != b.old_etag:

@@ -59,7 +59,7 @@ def test_remove_then_key_gone_and_positions_shift() -> None:
                 "<remove sel=\"x:r/x:l/x:e[@k='2']\"/>",
             ),
         )
-    except Exception as err:  # noqa: BLE001 - the error class is checked below
+    except Exception as err:
         assert type(err).__name__ == "UnlocatedNode"
     else:
         raise AssertionError("a removed key must not be found")

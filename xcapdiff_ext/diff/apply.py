@@ -699,7 +699,7 @@ def _sync(el: Element, hand: list[str]) -> None:
         if id(child) not in kept:
             lx.remove(child)
     order = [c.lx for c in children if isinstance(c, Element) and c.lx is not None]
-    if len(order) != len(lx) or any(a is not b for a, b in zip(order, lx)):
+    if len(order) != len(lx) or any(a is not b for a, b in zip(order, lx, strict=False)):
         raise AssertionError("kept nodes out of order")
     prev: etree._Element | None = None
     pending = ""

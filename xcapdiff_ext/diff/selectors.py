@@ -96,16 +96,16 @@ class Element:
     name or a child's attributes change."""
 
     __slots__ = (
-        "uri",
-        "local",
-        "prefix",
-        "_decls",
         "_attrs",
         "_children",
-        "parent",
-        "lx",
+        "_decls",
         "_idx",
         "changed",
+        "local",
+        "lx",
+        "parent",
+        "prefix",
+        "uri",
     )
 
     def __init__(
