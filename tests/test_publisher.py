@@ -343,3 +343,30 @@ def test_only_large_batches_are_diffed_off_the_reactor_thread() -> None:
     pub.accept(Change(ROOT, sel(BOB), BOB, V[0] + b" " * big, "v0", V[1], "v1", time=0))
     clock.advance(0)
     assert len(offloaded) == 1 and len(transport.published) == 2
+
+
+def test_from_settings_assembles_policy_and_spool(tmp_path) -> None:
+    from twisted.internet.defer import maybeDeferred
+
+    from xcapdiff_ext.config import parse_settings
+    from xcapdiff_ext.spool import replay
+
+    settings = parse_settings(
+        {
+            "spool_dir": str(tmp_path),
+            "min_interval": "0",
+            "diff_processing": "no-patching",
+            "transport": "null",
+            "status_interval": "0",
+        }
+    )
+    clock = Clock()
+    transport = RecordingTransport()
+    pub = Publisher.from_settings(clock, transport, settings, run_in_thread=maybeDeferred)
+    pub.start()
+    pub.accept(change(clock, ALICE, 0, 1))
+    clock.advance(0)
+    assert docs(transport.published[0]) == [(sel(ALICE), "v0", "v1", False)]  # no-patching
+    pub.stop()
+    assert replay(tmp_path).chains == {(ROOT, sel(ALICE)): "v1"}
+    assert clock.getDelayedCalls() == []

@@ -168,6 +168,32 @@ class Publisher:
         self._status: LoopingCall | None = None
         self.counters = Counters()
 
+    @classmethod
+    def from_settings(
+        cls,
+        reactor: Any,
+        transport: IPublishTransport,
+        settings: Any,
+        *,
+        run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+    ) -> Publisher:
+        """The production assembly: policy from ``settings``, the spool in
+        ``settings.spool_dir``, large diffs and spool commits in the reactor's thread
+        pool (``reactor`` must provide IReactorTime and IReactorThreads)."""
+        from twisted.internet.threads import deferToThreadPool
+
+        from .spool import Spool
+
+        if run_in_thread is None:
+
+            def run_in_thread(func: Callable[[], Any]) -> Deferred[Any]:
+                return deferToThreadPool(reactor, reactor.getThreadPool(), func)
+
+        spool = Spool(settings.spool_dir, reactor, run_in_thread=run_in_thread)
+        return cls(
+            reactor, transport, Policy.from_settings(settings), spool=spool, run_cpu=run_in_thread
+        )
+
     # ------------------------------------------------------------- life cycle
     def start(self) -> None:
         """Replay the spool (if any) and publish what it still held."""

@@ -271,3 +271,82 @@ def test_rfc5261_appendix_targets_and_results(case: str) -> None:
     old = (VECTORS / f"rfc5261/{case}-target.xml").read_bytes()
     new = apply_patch(old, (VECTORS / f"rfc5261/{case}-diff.xml").read_bytes())
     assert_exact(old, new)
+
+
+# Long windows are compared with one serialization per side (engine._same_by_split).
+LONG = [(i, f"User {i}") for i in range(120)]
+
+
+def test_scattered_edits_in_a_long_list_are_one_operation_each() -> None:
+    new = list(LONG)
+    for i in range(5, 120, 12):
+        new[i] = (i, f"Edited {i}")
+    old_doc, new_doc = resource_list(LONG), resource_list(new)
+    patch = diff_documents(old_doc, new_doc)
+    assert len(patch) == 10 and all(isinstance(op, Replace) for op in patch)
+    assert_exact(old_doc, new_doc)
+
+
+def test_long_list_tail_and_attribute_edits() -> None:
+    old_doc = resource_list(LONG)
+    new_doc = old_doc.replace(b'sip:u7@example.com">\n', b'sip:u7@example.com" x="1">\n')
+    new_doc = new_doc.replace(
+        b"User 90</display-name>\n    </entry>\n", b"User 90</display-name>\n    </entry>  \n", 1
+    )
+    assert_exact(old_doc, new_doc)
+    assert len(diff_documents(old_doc, new_doc)) == 2
+
+
+def test_the_split_marker_in_content_falls_back_to_per_node_comparison() -> None:
+    from xcapdiff_ext.diff import engine
+
+    new = list(LONG)
+    new[3] = (3, engine._MARK)
+    new[60] = (60, "Edited")
+    old = list(LONG)
+    old[100] = (100, engine._MARK)
+    new[100] = (100, engine._MARK)
+    assert_exact(resource_list(old), resource_list(new))
+    assert len(diff_documents(resource_list(old), resource_list(new))) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 119), st.sampled_from(["name", "tail", "attr"])),
+        min_size=3,
+        max_size=20,
+    )
+)
+def test_long_lists_with_many_scattered_edits(edits: list[tuple[int, str]]) -> None:
+    old_doc = resource_list(LONG)
+    new_doc = old_doc
+    for i, kind in edits:
+        entry = f'<entry uri="sip:u{i}@example.com">'.encode()
+        if kind == "name":
+            new_doc = new_doc.replace(f">User {i}<".encode(), f">Changed {i}<".encode())
+        elif kind == "attr":
+            new_doc = new_doc.replace(entry, entry[:-1] + b' id="x">')
+        else:
+            new_doc = new_doc.replace(entry + b"\n      <display", entry + b"\n        <display")
+    assert_exact(old_doc, new_doc)
+
+
+def test_long_windows_are_compared_with_one_serialization_per_side(monkeypatch) -> None:
+    from xcapdiff_ext.diff import engine
+
+    results: list[object] = []
+    real = engine._same_by_split
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        result = real(*args)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(engine, "_same_by_split", spy)
+    new = list(LONG)
+    for i in range(5, 120, 12):
+        new[i] = (i, f"Edited {i}")
+    diff_documents(resource_list(LONG), resource_list(new))
+    assert results and results[0] is not None
+    assert results[0].count(False) == 9  # the spine (entry 5) is diffed, not compared

@@ -151,6 +151,54 @@ def quote(value: str) -> str | None:
     return None
 
 
+# Windows at least this long are compared with one serialization per side.
+_SPLIT_MIN = 32
+_MARK = "@@xcapdiff-split-5261@@"
+_MARK_BYTES = _MARK.encode("ascii")
+
+
+def _same_by_split(
+    o: _Node,
+    n: _Node,
+    w_old: list[_Node],
+    w_new: list[_Node],
+    before: tuple[_Node | None, _Node | None],
+) -> list[bool] | None:
+    """Which window pairs are identical (subtree and tail), from ONE serialization of
+    each parent: a marker is appended to the text after the node before the window
+    and after every window node, the parents are serialized, and the pieces between
+    markers are compared.  Per-node ``tostring`` calls cost ~3 us each in call
+    overhead alone; this costs one C serialization per side.  Both parents have the
+    same in-scope namespaces (checked by the caller), so equal pieces mean equal
+    subtrees.  The texts are restored before returning; if the marker occurs in the
+    content the piece count does not match and None sends the caller per node."""
+    pieces = []
+    mark = _MARK
+    for parent, first, nodes in ((o, before[0], w_old), (n, before[1], w_new)):
+        lead = first.tail if first is not None else parent.text
+        tails = [node.tail for node in nodes]
+        try:
+            if first is not None:
+                first.tail = (lead or "") + mark
+            else:
+                parent.text = (lead or "") + mark
+            for node, tail in zip(nodes, tails, strict=True):
+                node.tail = tail + mark if tail else mark
+            data = etree.tostring(parent)
+        finally:
+            if first is not None:
+                first.tail = lead
+            else:
+                parent.text = lead
+            for node, tail in zip(nodes, tails, strict=True):
+                node.tail = tail
+        split = data.split(_MARK_BYTES)
+        if len(split) != len(nodes) + 2:
+            return None
+        pieces.append(split[1:-1])
+    return [a == b for a, b in zip(pieces[0], pieces[1], strict=True)]
+
+
 def _key(el: _Node) -> tuple[str, str] | None:
     """The identifying attribute of an entry: the first of uri, name, id present."""
     for attr in KEY_ATTRIBUTES:
@@ -186,44 +234,39 @@ def _declared(el: _Node) -> dict[str | None, str]:
 
 
 class _SiblingIndex:
-    """Counts among one parent's element children, for selector uniqueness checks.
+    """Attribute value counts among one parent's same-name element children, for
+    key-predicate uniqueness checks on long child lists.
 
-    Filled lazily per tag and per (tag, attribute) with one native XPath each (name
-    tests run in C; ``local-name()`` predicates are ~15x slower), then kept exact by
-    the engine's mutation helpers, so long child lists cost one scan, not one per op."""
+    Filled lazily per (tag, attribute) with one native XPath (name tests run in C;
+    ``local-name()`` predicates are ~15x slower), then kept exact by the engine's
+    mutation helpers, so a long list costs one scan, not one per operation."""
 
-    def __init__(self, parent: _Node, xpaths: dict | None = None) -> None:
+    def __init__(
+        self, parent: _Node, xpaths: dict[tuple[str, str], etree.XPath] | None = None
+    ) -> None:
         self.parent = parent
         # compiled name-test XPaths, shared per diff run (keyed by tag and attribute)
-        self.xpaths: dict = {} if xpaths is None else xpaths
-        self.names: dict[str, int] = {}
+        self.xpaths = {} if xpaths is None else xpaths
         self.values: dict[tuple[str, str], dict[str, int]] = {}
 
-    def _xpath(self, tag: str, attr: str | None) -> etree.XPath:
+    def _xpath(self, tag: str, attr: str) -> etree.XPath:
         compiled = self.xpaths.get((tag, attr))
         if compiled is None:
             compiled = self.xpaths[(tag, attr)] = self._compile(tag, attr)
         return compiled
 
     @staticmethod
-    def _compile(tag: str, attr: str | None) -> etree.XPath:
+    def _compile(tag: str, attr: str) -> etree.XPath:
+        # Names come from parsed tags (valid NCNames); values never enter the text.
         uri, local = _split(tag)
         namespaces = {"e": uri} if uri else {}
         expr = f"e:{local}" if uri else local
-        if attr is None:
-            return etree.XPath(f"count({expr})", namespaces=namespaces)
         a_uri, a_local = _split(attr)
         if a_uri:
             namespaces["a"] = a_uri
         return etree.XPath(
             f"{expr}/@{'a:' if a_uri else ''}{a_local}", namespaces=namespaces, smart_strings=False
         )
-
-    def name_count(self, tag: str) -> int:
-        count = self.names.get(tag)
-        if count is None:
-            count = self.names[tag] = int(self._xpath(tag, None)(self.parent))
-        return count
 
     def value_count(self, tag: str, attr: str, value: str) -> int:
         counts = self.values.get((tag, attr))
@@ -238,8 +281,6 @@ class _SiblingIndex:
         if not _is_element(el):
             return
         tag = el.tag
-        if tag in self.names:
-            self.names[tag] += sign
         for (t, attr), counts in self.values.items():
             if t == tag and (value := el.get(attr)) is not None:
                 counts[value] = counts.get(value, 0) + sign
@@ -262,7 +303,7 @@ class _Differ:
         self.indexes: dict[_Node, _SiblingIndex] = {}
         self.same_scope: set[_Node] = set()  # working elements whose scope equals new's
         self.root_prefixes = {p for tree in (old_tree, new_tree) for p in tree.getroot().nsmap if p}
-        self.xpaths: dict = {}  # compiled sibling-index XPaths, per run
+        self.xpaths: dict[tuple[str, str], etree.XPath] = {}  # sibling-index XPaths
         # Serializations of new-tree nodes (the new tree is never modified), per run.
         self.new_ser: dict[_Node, bytes] = {}
         self.line_p = 0  # no anchoring unless both byte strings are known
@@ -376,13 +417,17 @@ class _Differ:
         name = self._qname(node.tag, node)
         if parent is None:
             return name
-        uri, local = _split(node.tag)
+        tag = node.tag
+        if (
+            next(node.itersiblings(tag), None) is None
+            and next(node.itersiblings(tag, preceding=True), None) is None
+        ):
+            return name  # the only one of its name: no predicate (two C-level probes)
+        uri, local = _split(tag)
         # A short list: counting beats building an index.  (lxml's len() walks every
         # child, so smallness is tested by looking at most _SMALL + 1 children.)
         if parent not in self.indexes and next(islice(parent, _SMALL, None), None) is None:
-            same = [c for c in parent if c.tag == node.tag]
-            if len(same) == 1:
-                return name
+            same = [c for c in parent if c.tag == tag]
             for key in self._key_order(node):
                 value = node.get(key)
                 literal = quote(value)
@@ -390,8 +435,6 @@ class _Differ:
                     return f"{name}[@{self._qname(key, node)}={literal}]"
             return f"{name}[{same.index(node) + 1}]"
         index = self._index(parent)
-        if index.name_count(node.tag) == 1:
-            return name
         for key in self._key_order(node):
             value = node.get(key)
             literal = quote(value)
@@ -558,7 +601,7 @@ class _Differ:
         left_old = oc[head - 1] if head else None
         left_new = nc[head - 1] if head else None
         right_old = oc[len(oc) - tail] if tail else None
-        changed = self._pair_by_position(w_old, w_new, has_spine)
+        changed = self._pair_by_position(o, n, w_old, w_new, has_spine, (left_old, left_new))
         if changed is not None:
             self._diff_lockstep(
                 o,
@@ -764,19 +807,35 @@ class _Differ:
         # Texts between nodes are not part of a node's identity: the gaps fix them.
         return align(oe, ne, ok, nk, ot, nt)
 
-    @staticmethod
-    def _pair_by_position(w_old: list[_Node], w_new: list[_Node], spine: bool) -> list[int] | None:
+    def _pair_by_position(
+        self,
+        o: _Node,
+        n: _Node,
+        w_old: list[_Node],
+        w_new: list[_Node],
+        spine: bool,
+        before: tuple[_Node | None, _Node | None],
+    ) -> list[int] | None:
         """Indexes of the changed pairs when the windows pair up by position (the common
         "several entries edited" case), else None.  A pair pairs up when it serializes
-        identically (tail included) or is two elements with the same tag and key; one
-        serialization per node settles the identical ones, and no alignment is needed."""
+        identically (tail included) or is two elements with the same tag and key."""
         if len(w_old) != len(w_new) or len(w_old) < 2:
             return None
-        tostring = etree.tostring
+        same = None
+        if len(w_old) >= _SPLIT_MIN and o.nsmap == n.nsmap:
+            if spine:  # the spine is never compared: split what follows it
+                rest = _same_by_split(o, n, w_old[1:], w_new[1:], (w_old[0], w_new[0]))
+                same = None if rest is None else [True, *rest]
+            else:
+                same = _same_by_split(o, n, w_old, w_new, before)
+        if same is None:  # per-node serializations
+            tostring = etree.tostring
+            same = [tostring(x) == tostring(y) for x, y in zip(w_old, w_new, strict=True)]
+            if spine:
+                same[0] = True  # never serialized: always diffed (see _diff_lockstep)
         changed = []
-        for k in range(1 if spine else 0, len(w_old)):
-            x, y = w_old[k], w_new[k]
-            if tostring(x) == tostring(y):
+        for k, (x, y) in enumerate(zip(w_old, w_new, strict=True)):
+            if same[k]:
                 continue
             if x.tag != y.tag or not isinstance(x.tag, str) or _key(x) != _key(y):
                 return None
