@@ -34,6 +34,7 @@ test-unit: venv
 
 bench: venv
 	$(VPY) benchmarks/diff_bench.py
+	$(VPY) benchmarks/publisher_bench.py
 
 lint: venv
 	$(VPY) -m ruff check .
