@@ -370,3 +370,32 @@ def test_from_settings_assembles_policy_and_spool(tmp_path) -> None:
     pub.stop()
     assert replay(tmp_path).chains == {(ROOT, sel(ALICE)): "v1"}
     assert clock.getDelayedCalls() == []
+
+
+def test_a_delivery_failing_during_shutdown_stays_pending_in_the_spool() -> None:
+    transport = ManualTransport()
+    spool = MemorySpool()
+    clock, _, pub = make(Policy(min_interval=0, status_interval=0), transport, spool=spool)
+    pub.accept(change(clock, ALICE, 0, 1))
+    clock.advance(0)
+    stopped = pub.stop()
+    assert not stopped.called  # waits for the delivery in flight
+    transport.calls[0][1].errback(TransportError("connection lost"))
+    assert stopped.called
+    assert [entry[0] for entry in spool.log] == ["change"]  # neither published nor dropped
+    assert clock.getDelayedCalls() == []
+
+
+def test_stop_gives_up_on_a_delivery_that_never_answers() -> None:
+    transport = ManualTransport()
+    spool = MemorySpool()
+    clock, _, pub = make(Policy(min_interval=0, status_interval=0), transport, spool=spool)
+    pub.accept(change(clock, ALICE, 0, 1))
+    clock.advance(0)
+    stopped = pub.stop(timeout=10)
+    clock.advance(9)
+    assert not stopped.called
+    clock.advance(1)
+    assert stopped.called
+    assert [entry[0] for entry in spool.log] == ["change"]  # still pending for the next start
+    assert clock.getDelayedCalls() == []

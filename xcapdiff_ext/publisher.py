@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -213,8 +213,9 @@ class Publisher:
             self._status.clock = self._reactor
             self._status.start(self._policy.status_interval, now=False)
 
-    def stop(self) -> Deferred[None]:
-        """Stop timers; wait for deliveries in flight, then close the spool."""
+    def stop(self, timeout: float = 10.0) -> Deferred[None]:
+        """Stop timers; wait for deliveries in flight (cancelled after ``timeout``
+        seconds, their changes staying pending in the spool), then close the spool."""
         self._stopping = True
         if self._status is not None and self._status.running:
             self._status.stop()
@@ -222,7 +223,11 @@ class Publisher:
             if state.timer is not None and state.timer.active():
                 state.timer.cancel()
             state.timer = None
-        done: Deferred[Any] = gatherResults([_observe(d) for d in self._in_flight.values()])
+        in_flight = list(self._in_flight.values())
+        done: Deferred[Any] = gatherResults([_observe(d) for d in in_flight])
+        if in_flight:
+            timer = self._reactor.callLater(timeout, lambda: [d.cancel() for d in in_flight])
+            done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         if self._spool is not None:
             done.addCallback(lambda _: self._spool.stop())
         return done.addCallback(lambda _: None)
@@ -412,7 +417,7 @@ class Publisher:
         batch: list[tuple[int, Change]],
         plan: PublicationPlan,
     ) -> None:
-        if not failure.check(TransportError):
+        if not failure.check(TransportError, CancelledError):
             _log.error(
                 "%s: transport raised %s; treating it as a failed delivery",
                 state.owner,
@@ -420,7 +425,16 @@ class Publisher:
             )
         err = failure.value
         retryable = bool(getattr(err, "retryable", False))
-        if retryable and not self._stopping:
+        if self._stopping and (retryable or failure.check(CancelledError)):
+            # Shutting down: keep the changes pending in the spool for the next start.
+            _log.warning(
+                "%s: delivery failed during shutdown (%s); %d change(s) stay in the spool",
+                state.owner,
+                failure.getErrorMessage(),
+                len(batch),
+            )
+            return
+        if retryable:
             state.attempts += 1
             self.counters.retried += 1
             delay = self._policy.backoff(state.attempts, self._random())
