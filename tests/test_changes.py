@@ -191,3 +191,29 @@ def test_changes_of_another_owner_are_refused() -> None:
 def test_change_records_round_trip() -> None:
     for c in [*a2_changes(), change(None, None, V0, "e1"), change(V0, "e1", None, None)]:
         assert Change.from_record(c.to_record()) == c
+
+
+def test_a_change_says_what_it_is() -> None:
+    created, deleted = change(None, None, V0, "e1"), change(V0, "e1", None, None)
+    reput, modified = change(V0, "e1", V0, "e2"), change(V0, "e1", V1, "e2")
+    assert created.created and not created.deleted and not created.unchanged
+    assert deleted.deleted and not deleted.created
+    assert reput.unchanged and not modified.unchanged  # an identical re-PUT is recognisable
+    assert modified.without_bytes().retained_bytes == 0
+    assert modified.without_bytes().new_etag == "e2"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"xcap_root": "xcap.example.com/"},  # not absolute
+        {"xcap_root": "http://xcap.example.com"},  # no trailing slash (NOTES trap 3)
+        {"sel": "/tests/users/x/index"},  # absolute selector
+        {"owner": ""},
+        {"old_etag": None, "new_etag": None, "old": None, "new": None},
+    ],
+)
+def test_invalid_changes_are_refused(kwargs) -> None:
+    base = dict(xcap_root=ROOT, sel=SEL, owner=OWNER, old=V0, old_etag="e1", new=V1, new_etag="e2")
+    with pytest.raises(ValueError):
+        Change(**{**base, **kwargs})

@@ -10,8 +10,8 @@ A stable interface that scripts depend on:
 Exit codes: 0 success; 1 a patch failed (stderr names the RFC 5261 error element);
 2 bad usage or unreadable/invalid input (one line on stderr, no traceback).
 
-The library is imported inside the command functions: the parser (and ``--help``)
-works even where a part of the core is missing.
+The library is imported inside the command functions, so ``--help`` and usage errors
+stay fast.
 """
 
 from __future__ import annotations
