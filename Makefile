@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST := $(VPY) -m pytest -q -p no:cacheprovider
 
-.PHONY: venv run test test-unit bench lint clean
+.PHONY: venv run test test-unit bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,14 @@ bench: venv
 	$(VPY) benchmarks/diff_bench.py
 	$(VPY) benchmarks/publisher_bench.py
 
-lint: venv
+# mypy --strict on the pure XML modules (mypy.ini); part of lint, not of test.
+TYPECHECK_MODULES := -p xcapdiff_ext.diff -m xcapdiff_ext.xmlsafe -m xcapdiff_ext.xcapdiff \ -m xcapdiff_ext.change -m xcapdiff_ext.changes
+	-m xcapdiff_ext.errors -m xcapdiff_ext.config
+
+typecheck: venv
+	$(VPY) -m mypy $(TYPECHECK_MODULES)
+
+lint: venv typecheck
 	$(VPY) -m ruff check .
 	$(VPY) -m ruff format --check .
 

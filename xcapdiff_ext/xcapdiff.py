@@ -221,7 +221,7 @@ def _build_document(root: etree._Element, entry: DocumentEntry) -> None:
                 "'d' is reserved for the xcap-diff namespace"
             )
         nsmap.update(bound)
-    el = etree.SubElement(root, f"{_D}document", nsmap=nsmap)  # type: ignore[arg-type]
+    el = etree.SubElement(root, f"{_D}document", nsmap=nsmap)
     el.set("sel", entry.sel)
     if entry.previous_etag is not None:
         el.set("previous-etag", entry.previous_etag)
@@ -248,7 +248,8 @@ class DocumentElement:
 
 
 def _fail(where: str, node: etree._Element, detail: str) -> InvalidXcapDiff:
-    return InvalidXcapDiff(where, detail, node.sourceline)
+    # lxml-stubs: sourceline is untyped (declared as ...)
+    return InvalidXcapDiff(where, detail, node.sourceline)  # type: ignore[arg-type]
 
 
 def _is_node(node: etree._Element) -> bool:
@@ -503,7 +504,7 @@ def _check_self_contained(where: str, ops: list[etree._Element], patch: Patch) -
     for op, value in zip(ops, patch.ops, strict=True):
         if isinstance(value, Remove) or not value.content:
             continue
-        wrapper = etree.Element("wrapper", nsmap=patch.nsmap)  # type: ignore[arg-type]
+        wrapper = etree.Element("wrapper", nsmap=patch.nsmap)
         try:
             reparsed = parse_fragment(value.content, wrapper, where=where)
         except XmlInputError as err:

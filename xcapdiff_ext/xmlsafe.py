@@ -56,7 +56,8 @@ def _parser() -> etree.XMLParser:
 
 
 def _error_line(err: etree.XMLSyntaxError) -> tuple[str, int | None]:
-    entry = err.error_log.last_error if err.error_log else None
+    # lxml-stubs: _ErrorLog is declared empty
+    entry = err.error_log.last_error if err.error_log else None  # type: ignore[attr-defined]
     if entry is not None:
         return entry.message.strip(), entry.line
     return str(err), None
@@ -89,12 +90,14 @@ def parse_document(
 
 def _check_safe(tree: etree._ElementTree, where: str, limits: Limits) -> None:
     dtd = tree.docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
+    # lxml-stubs: DTD.iterentities and DocInfo.system_url are missing
+    if dtd is not None and any(True for _ in dtd.iterentities()):  # type: ignore[attr-defined]
         raise UnsafeXml(where, "entity declarations are not accepted")
-    if tree.docinfo.system_url or tree.docinfo.public_id:
+    if tree.docinfo.system_url or tree.docinfo.public_id:  # type: ignore[attr-defined]
         raise UnsafeXml(where, "external DTD references are not accepted")
     for node in tree.iter(etree.Entity):
-        raise UnsafeXml(where, f"entity reference &{node.name}; is not accepted", node.sourceline)
+        # lxml-stubs: iter(Entity) yields _Element (no .name); sourceline is untyped
+        raise UnsafeXml(where, f"entity reference &{node.name}; is not accepted", node.sourceline)  # type: ignore[attr-defined, arg-type]
     if limits.max_depth < 256:
         _check_depth(tree.getroot(), where, limits.max_depth)
 
@@ -105,7 +108,8 @@ def _check_depth(root: etree._Element, where: str, max_depth: int) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
-            raise UnsafeXml(where, f"nesting deeper than {max_depth} levels", node.sourceline)
+            # lxml-stubs: sourceline is untyped (declared as ...)
+            raise UnsafeXml(where, f"nesting deeper than {max_depth} levels", node.sourceline)  # type: ignore[arg-type]
         stack.extend((child, depth + 1) for child in node)
 
 

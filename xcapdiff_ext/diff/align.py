@@ -81,6 +81,7 @@ def align(
 
     # 1. identical nodes; duplicates pair up in document order.
     by_bytes: dict[bytes, list[int]] = {}
+    i: int | None
     for i in range(len(old_exact) - 1, -1, -1):
         by_bytes.setdefault(old_exact[i], []).append(i)
     for j, data in enumerate(new_exact):

@@ -598,13 +598,15 @@ def _serialise(doc: Document, tree: etree._ElementTree, original: bytes, limits:
     except XmlInputError as err:
         raise InvalidDiffFormat(0, None, f"the patched document is not acceptable: {err}") from None
     return bytes(
-        etree.tostring(result, encoding="UTF-8", xml_declaration=declared, standalone=standalone)
+        # lxml-stubs: standalone=None (keep as parsed) is valid
+        etree.tostring(result, encoding="UTF-8", xml_declaration=declared, standalone=standalone)  # type: ignore[arg-type]
     )
 
 
 def _doctype(tree: etree._ElementTree) -> bytes:
     """The DOCTYPE (with internal subset) as lxml wrote it, or nothing."""
-    if not tree.docinfo.doctype and tree.docinfo.internalDTD is None:
+    # lxml-stubs: DocInfo.doctype is missing
+    if not tree.docinfo.doctype and tree.docinfo.internalDTD is None:  # type: ignore[attr-defined]
         return b""
     full = bytes(etree.tostring(tree, encoding="UTF-8", xml_declaration=False))
     root = tree.getroot()
@@ -616,7 +618,7 @@ def _doctype(tree: etree._ElementTree) -> bytes:
     body = b"".join(bytes(etree.tostring(n, encoding="UTF-8", with_tail=False)) for n in tops)
     if full.endswith(body):
         return full[: len(full) - len(body)]
-    return str(tree.docinfo.doctype).encode("utf-8") + b"\n"
+    return str(tree.docinfo.doctype).encode("utf-8") + b"\n"  # type: ignore[attr-defined]
 
 
 # Fast path: let lxml write every part of the original tree the patch left untouched.
@@ -636,7 +638,8 @@ _ASCII_ENCODINGS = ("UTF-8", "UTF8", "US-ASCII", "ASCII")
 
 def _lxml_can_write(tree: etree._ElementTree, original: bytes) -> bool:
     info = tree.docinfo
-    if info.doctype or info.internalDTD is not None:
+    # lxml-stubs: DocInfo.doctype is missing
+    if info.doctype or info.internalDTD is not None:  # type: ignore[attr-defined]
         return False
     encoding = (info.encoding or "UTF-8").upper().replace("_", "-")
     if encoding not in _ASCII_ENCODINGS and not encoding.startswith("ISO-8859-"):

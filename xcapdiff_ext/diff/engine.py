@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from itertools import islice, repeat
 from types import MappingProxyType
+from typing import cast
 
 from lxml import etree
 
@@ -213,7 +214,8 @@ def _doctype(tree: etree._ElementTree) -> tuple[str | None, ...] | None:
     dtd = tree.docinfo.internalDTD
     if dtd is None:
         return None
-    return (dtd.name, dtd.external_id, dtd.system_url)
+    # lxml-stubs: DTD.name, .external_id and .system_url are missing
+    return (dtd.name, dtd.external_id, dtd.system_url)  # type: ignore[attr-defined]
 
 
 def _stand_in(node: _Node) -> _Node:
@@ -223,8 +225,10 @@ def _stand_in(node: _Node) -> _Node:
     if isinstance(node, etree._Comment):
         return etree.Comment(node.text)
     if isinstance(node, etree._ProcessingInstruction):
-        return etree.ProcessingInstruction(node.target, node.text)
-    return etree.Element(node.tag, dict(node.attrib))
+        # lxml-stubs: a PI's text may be None
+        return etree.ProcessingInstruction(node.target, node.text)  # type: ignore[arg-type]
+    # lxml-stubs: _Attrib is not a Mapping[str, str]
+    return etree.Element(node.tag, dict(node.attrib))  # type: ignore[misc]
 
 
 def _declared(el: _Node) -> dict[str | None, str]:
@@ -272,7 +276,7 @@ class _SiblingIndex:
         counts = self.values.get((tag, attr))
         if counts is None:
             counts = {}
-            for v in self._xpath(tag, attr)(self.parent):
+            for v in cast("list[str]", self._xpath(tag, attr)(self.parent)):  # .../@attr
                 counts[v] = counts.get(v, 0) + 1
             self.values[(tag, attr)] = counts
         return counts.get(value, 0)
@@ -334,7 +338,8 @@ class _Differ:
         if old_root.tag != new_root.tag:
             self._replace_node(old_root, new_root, "")
         else:
-            anchored = 0 < old_root.sourceline < self.line_p
+            # lxml-stubs: sourceline is untyped (declared as ...)
+            anchored = 0 < old_root.sourceline < self.line_p  # type: ignore[operator]
             self._diff_element(old_root, new_root, "", anchored)
         self._diff_document_level(level)
         bindings = tuple(sorted((p, u) for u, p in self.prefixes.items() if p != "xml"))
@@ -405,7 +410,8 @@ class _Differ:
             if isinstance(node, etree._Comment):
                 n = sum(isinstance(b, etree._Comment) for b in before) + 1
                 return f"comment()[{n}]"
-            target = node.target
+            # lxml-stubs: not narrowed to a PI here; a PI target is str
+            target: str = node.target  # type: ignore[attr-defined]
             n = (
                 sum(
                     isinstance(b, etree._ProcessingInstruction) and b.target == target
@@ -429,26 +435,27 @@ class _Differ:
         if parent not in self.indexes and next(islice(parent, _SMALL, None), None) is None:
             same = [c for c in parent if c.tag == tag]
             for key in self._key_order(node):
-                value = node.get(key)
+                value = cast(str, node.get(key))  # key is one of node's attributes
                 literal = quote(value)
                 if literal is not None and sum(c.get(key) == value for c in same) == 1:
                     return f"{name}[@{self._qname(key, node)}={literal}]"
             return f"{name}[{same.index(node) + 1}]"
         index = self._index(parent)
         for key in self._key_order(node):
-            value = node.get(key)
+            value = cast(str, node.get(key))  # key is one of node's attributes
             literal = quote(value)
             if literal is None:
                 continue
             if index.value_count(node.tag, key, value) == 1:
                 return f"{name}[@{self._qname(key, node)}={literal}]"
-        return f"{name}[{int(self.x_position(node, n=uri, l=local))}]"
+        return f"{name}[{int(cast(float, self.x_position(node, n=uri, l=local)))}]"
 
     @staticmethod
     def _key_order(node: _Node) -> list[str]:
         """Attributes to try as a key predicate: uri, name, id, then the others."""
         keys = [k for k in KEY_ATTRIBUTES if k in node.attrib]
-        keys += [k for k in node.attrib if k not in KEY_ATTRIBUTES]
+        # lxml-stubs: attribute names are str, not str | bytes
+        keys += [k for k in node.attrib if k not in KEY_ATTRIBUTES]  # type: ignore[misc]
         return keys
 
     def _index(self, parent: _Node) -> _SiblingIndex:
@@ -466,7 +473,7 @@ class _Differ:
         if after is None:
             n = 1
         elif _is_element(after):
-            n = int(self.x_texts_before(after)) + 1
+            n = int(cast(float, self.x_texts_before(after))) + 1
         else:
             n = (
                 1
@@ -490,7 +497,12 @@ class _Differ:
             # Same in-scope namespaces under parents whose scopes were already found
             # equal: the declarations made here are equal too.
             parent = o.getparent()
-            if parent is None or parent in self.same_scope or parent.nsmap == n.getparent().nsmap:
+            if (
+                parent is None
+                or parent in self.same_scope
+                # n is at the same depth as o, so it has a parent too
+                or parent.nsmap == cast(_Node, n.getparent()).nsmap
+            ):
                 self.same_scope.add(o)
                 return True
         old_decl, new_decl = _declared(o), _declared(n)
@@ -534,7 +546,9 @@ class _Differ:
     def _diff_attributes(self, o: _Node, n: _Node, parent_path: str) -> None:
         if o.items() == n.items():
             return
-        old_attrs, new_attrs = dict(o.attrib), dict(n.attrib)
+        # lxml-stubs: _Attrib is not a Mapping[str, str]
+        old_attrs: dict[str, str] = dict(o.attrib)  # type: ignore[arg-type]
+        new_attrs: dict[str, str] = dict(n.attrib)  # type: ignore[arg-type]
         if old_attrs == new_attrs:
             return
         index = self.indexes.get(o.getparent())  # type: ignore[arg-type]
@@ -677,7 +691,8 @@ class _Differ:
             lo, hi = 1, len(oc)
             while lo < hi:  # first child whose start tag ends on or after line_p
                 mid = (lo + hi) // 2
-                if oc[mid].sourceline < line_p:
+                # lxml-stubs: sourceline is untyped (declared as ...)
+                if oc[mid].sourceline < line_p:  # type: ignore[operator]
                     lo = mid + 1
                 else:
                     hi = mid
@@ -688,8 +703,9 @@ class _Differ:
                 head < limit
                 and _is_element(oc[head])
                 and oc[head].tag == nc[head].tag
-                and oc[head].sourceline < line_p
-                and nc[head].sourceline < line_p
+                # lxml-stubs: sourceline is untyped (declared as ...)
+                and oc[head].sourceline < line_p  # type: ignore[operator]
+                and nc[head].sourceline < line_p  # type: ignore[operator]
             ):
                 return head, head
         while (
@@ -711,8 +727,9 @@ class _Differ:
                 if (
                     io >= 1
                     and jn >= 1
-                    and oc[io - 1].sourceline > self.line_s_old
-                    and nc[jn - 1].sourceline > self.line_s_new
+                    # lxml-stubs: sourceline is untyped (declared as ...)
+                    and oc[io - 1].sourceline > self.line_s_old  # type: ignore[operator]
+                    and nc[jn - 1].sourceline > self.line_s_new  # type: ignore[operator]
                 ):
                     lo = mid
                 else:
@@ -731,7 +748,8 @@ class _Differ:
     def _tail_verified(self, oc: list[_Node], nc: list[_Node], tail: int) -> bool:
         for io, jn in ((len(oc) - tail, len(nc) - tail), (len(oc) - 1, len(nc) - 1)):
             a, b = oc[io], nc[jn]
-            if self.end_old - a.sourceline != self.end_new - b.sourceline:
+            # lxml-stubs: sourceline is untyped (declared as ...)
+            if self.end_old - a.sourceline != self.end_new - b.sourceline:  # type: ignore[operator]
                 return False
             if (a.tail or "") != (b.tail or "") or _ser(a) != _ser(b):
                 return False
@@ -1132,4 +1150,5 @@ class _Differ:
 def _level_kind(node: _Node) -> tuple[str, str | None]:
     if isinstance(node, etree._Comment):
         return ("comment", None)
-    return ("pi", node.target)
+    # lxml-stubs: not narrowed to a PI here; a PI target is str
+    return ("pi", node.target)  # type: ignore[attr-defined]

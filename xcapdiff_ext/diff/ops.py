@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 from lxml import etree
 
@@ -151,7 +151,7 @@ class Patch(Sequence[PatchOp]):
 
     def to_xml(self, root_tag: str = "diff") -> bytes:
         """A stand-alone RFC 5261 example-style ``<diff>`` document holding the ops."""
-        root = etree.Element(root_tag, nsmap=self.nsmap)  # type: ignore[arg-type]
+        root = etree.Element(root_tag, nsmap=self.nsmap)
         self.render_into(root, None)
         return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
 
@@ -165,11 +165,13 @@ def _fill(el: etree._Element, content: bytes, namespaces: dict[str, str]) -> Non
     ``xmlns="urn:x"`` would become the container's ``x:``), which changes what a
     patcher must produce where that URI is not in scope (e.g. replacing the root), so
     each node is built in place instead of moved."""
-    scope: dict[str | None, str] = dict(namespaces)
+    # a fresh copy, so widening its key type to the nsmap form is safe
+    scope = cast("dict[str | None, str]", dict(namespaces))
     wrapper = parse_fragment(
         content,
-        etree.Element("w", nsmap=scope),
-        where="patch content",  # type: ignore[arg-type]
+        # lxml-stubs: nsmap keys may be None (the default namespace)
+        etree.Element("w", nsmap=scope),  # type: ignore[arg-type]
+        where="patch content",
     )
     el.text = wrapper.text
     for node in wrapper:
@@ -181,7 +183,8 @@ def _copy_into(parent: etree._Element, node: etree._Element, scope: dict[str | N
         copy: etree._Element = etree.Comment(node.text)
         parent.append(copy)
     elif isinstance(node, etree._ProcessingInstruction):
-        copy = etree.ProcessingInstruction(node.target, node.text)
+        # lxml-stubs: a PI's text may be None
+        copy = etree.ProcessingInstruction(node.target, node.text)  # type: ignore[arg-type]
         parent.append(copy)
     else:
         nsmap = node.nsmap

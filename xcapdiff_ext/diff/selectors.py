@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -122,12 +122,14 @@ class Element:
     ) -> None:
         self.uri, self.local, self.prefix = uri, local, prefix
         self.parent, self.lx = parent, lx
-        self._idx: dict[tuple, object] | None = None
+        # key None: the name table; key (uri, local, attr_uri, attr_local): a value table
+        self._idx: dict[tuple[str | None, ...] | None, dict[Any, list[Element]]] | None = None
         self.changed = False  # children list, or a child, changed since loading
         if lx is None:
-            self._decls = {} if decls is None else decls
-            self._attrs = [] if attrs is None else attrs
-            self._children = [] if children is None else children
+            # None (with ``lx``) until first read: loaded lazily from the lxml element
+            self._decls: dict[str | None, str] | None = {} if decls is None else decls
+            self._attrs: list[Attr] | None = [] if attrs is None else attrs
+            self._children: list[Node] | None = [] if children is None else children
         else:
             self._decls, self._attrs, self._children = decls, attrs, children
 
@@ -241,7 +243,7 @@ class Element:
                 if isinstance(node, Element):
                     table.setdefault((node.uri, node.local), []).append(node)
             names = idx[None] = table
-        return names.get((uri, local), [])  # type: ignore[union-attr]
+        return names.get((uri, local), [])
 
     def by_attr(
         self, uri: str | None, local: str, attr_uri: str | None, attr_local: str
@@ -260,7 +262,7 @@ class Element:
                 if value is not None:
                     table.setdefault(value, []).append(el)
             idx[key] = table
-        return table  # type: ignore[return-value]
+        return table
 
     def string_value(self) -> str:
         """XPath string-value: all descendant text, in document order."""
@@ -335,7 +337,8 @@ def lxml_attributes(el: etree._Element) -> list[Attr]:
         if qname.namespace is not None:
             written = str(el.xpath("name(@*[$i])", i=i))
             prefix = written.split(":", 1)[0] if ":" in written else None
-        attrs.append(Attr(qname.namespace, qname.localname, prefix, value))
+        # lxml-stubs: attribute values are str, not str | bytes
+        attrs.append(Attr(qname.namespace, qname.localname, prefix, value))  # type: ignore[arg-type]
     return attrs
 
 
