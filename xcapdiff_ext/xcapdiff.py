@@ -551,22 +551,25 @@ def document_entry(
         return None, "etag unchanged"
     fallback = DocumentEntry(sel, previous_etag, new_etag)
     try:
-        old_c14n = c14n(parse_document(old, where=f"{sel} (old)", limits=limits))
+        old_tree = parse_document(old, where=f"{sel} (old)", limits=limits)
+        old_c14n = c14n(old_tree)
     except XcapDiffError as err:
         return fallback, f"old document: {type(err).__name__}: {err}"
     try:
-        new_c14n = c14n(parse_document(new, where=f"{sel} (new)", limits=limits))
+        new_tree = parse_document(new, where=f"{sel} (new)", limits=limits)
+        new_c14n = c14n(new_tree)
     except XcapDiffError as err:
         return fallback, f"new document: {type(err).__name__}: {err}"
     if old_c14n == new_c14n:
         return DocumentEntry(sel, previous_etag, new_etag, body_not_changed=True), None
 
     from .diff.apply import apply_patch
-    from .diff.engine import diff_documents
+    from .diff.engine import diff_trees
     from .errors import UnpatchableChange
 
     try:
-        patch = diff_documents(old, new, limits=limits)
+        # The trees parsed above (diff_trees consumes old_tree as its working copy).
+        patch = diff_trees(old_tree, new_tree, old_bytes=old, new_bytes=new)
     except UnpatchableChange as err:
         return fallback, f"unpatchable: {err}"
     except XcapDiffError as err:
