@@ -222,6 +222,8 @@ class Settings:
     transport: Transport = "mi"
     mi_url: MiUrl = field(default_factory=lambda: MiUrl("udp", "127.0.0.1", 8080))
     mi_protocol: MiProtocol = "jsonrpc"
+    mi_timeout: float = 10.0
+    mi_reply_dir: str = "/tmp"
     sip_proxy: SipProxy | None = None
     sip_username: str = ""
     sip_password: str = field(default="", repr=False)
@@ -267,6 +269,16 @@ class Settings:
             self.publish_expires != 0 or self.transport != "mi",
             "publish_expires",
             "0 is not allowed with transport = mi: pua_publish treats expires 0 as removal",
+        )
+        need(
+            math.isfinite(self.mi_timeout) and self.mi_timeout > 0,
+            "mi_timeout",
+            "expected seconds > 0",
+        )
+        need(
+            self.mi_reply_dir.startswith("/") and "\0" not in self.mi_reply_dir,
+            "mi_reply_dir",
+            "expected an absolute path (mi_fifo's reply_dir)",
         )
         for key in ("min_interval", "status_interval", "retry_initial", "retry_max"):
             value = getattr(self, key)
@@ -365,6 +377,8 @@ _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
     "transport": (_choice(*get_args(Transport)), "expected mi, sip or null"),
     "mi_url": (MiUrl.from_text, ""),
     "mi_protocol": (_choice(*get_args(MiProtocol)), "expected jsonrpc or legacy"),
+    "mi_timeout": (_seconds, "expected seconds > 0"),
+    "mi_reply_dir": (str, ""),
     "sip_proxy": (SipProxy.from_text, ""),
     "sip_username": (str, ""),
     "sip_password": (str, ""),
