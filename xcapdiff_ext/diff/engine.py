@@ -969,7 +969,13 @@ class _Differ:
         )
         last = text_content(s[-1])
         first = text_content(s[0])
-        if text and text == s[-1]:  # new run goes before the existing text
+        # New run goes before the existing text -- except that a first child is added
+        # before the right sibling (content starting with the element) rather than
+        # prepended with leading text: same size, and libxmlpatch (the RFC author's
+        # implementation, which clients may use) corrupts a prepend that starts with
+        # text into an element whose first child is text.
+        prepend_text = left is None and right is not None and text == s[0]
+        if text and text == s[-1] and not prepend_text:
             content = first + nodes
             if left is not None:
                 self._emit(Add(self._sel(left, path), content, pos="after"))
