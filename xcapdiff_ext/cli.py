@@ -6,6 +6,8 @@ A stable interface that scripts depend on:
   prints a complete RFC 5874 xcap-diff document; ``OLD`` or ``NEW`` may be the word ``none``
   (document created / deleted).
 * ``xcapdiff apply DOC XCAPDIFF [--sel DOCSEL]`` prints the patched document.
+* ``xcapdiff publish XCAPDIFF --owner SIPURI [--config PATH] [--etag E]`` publishes it
+  once through the configured transport (``cli_publish.py``).
 
 Exit codes: 0 success; 1 a patch failed (stderr names the RFC 5261 error element);
 2 bad usage or unreadable/invalid input (one line on stderr, no traceback).
@@ -310,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="which <document> entries to apply (needed when there are several documents)",
     )
     apply.set_defaults(run=_cmd_apply)
+
+    from .cli_publish import add_publish_command
+
+    add_publish_command(commands)
     return parser
 
 
@@ -321,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(list(args_in))
         if getattr(args, "run", None) is None:
-            raise UsageError(f"a command is required: diff or apply (see '{PROG} --help')")
+            raise UsageError(f"a command is required: diff, apply or publish (see '{PROG} --help')")
         status: int = args.run(args, out, err)
         return status
     except SystemExit as stop:  # --help

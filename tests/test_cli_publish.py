@@ -1,0 +1,124 @@
+"""``xcapdiff publish`` end to end, in a subprocess (a reactor runs once per process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "xcapdiff_ext", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def body(tmp_path: Path) -> Path:
+    out = run("diff", "examples/resource-lists-old.xml", "examples/resource-lists-new.xml")
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "body.xml"
+    path.write_text(out.stdout)
+    return path
+
+
+def config(tmp_path: Path, **keys: str) -> Path:
+    path = tmp_path / "config.ini"
+    lines = ["[XCAPDiff]", f"spool_dir = {tmp_path}"] + [f"{k} = {v}" for k, v in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_publish_through_the_null_transport(tmp_path: Path) -> None:
+    out = run(
+        "publish",
+        str(body(tmp_path)),
+        "--owner",
+        "sip:alice@example.com",
+        "--config",
+        str(config(tmp_path, transport="null")),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("published sip:alice@example.com via null")
+
+
+class FakeMiDatagram(threading.Thread):
+    """Answers each pua_publish like OpenSIPS 3.6 mi_datagram (MI.md), recording it."""
+
+    def __init__(self, reply: dict[str, object] | None = None) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(30)
+        self.port = self.sock.getsockname()[1]
+        self.reply = reply or {"reply": "200 OK", "ETag": "a.1795696722.1981.4.2", "Expires": 3600}
+        self.requests: list[dict[str, object]] = []
+
+    def run(self) -> None:
+        try:
+            data, peer = self.sock.recvfrom(65535)
+        except OSError:
+            return
+        request = json.loads(data)
+        self.requests.append(request)
+        answer = {"jsonrpc": "2.0", "result": self.reply, "id": request["id"]}
+        self.sock.sendto(json.dumps(answer).encode(), peer)
+
+
+def test_publish_over_mi_datagram(tmp_path: Path) -> None:
+    server = FakeMiDatagram()
+    server.start()
+    cfg = config(tmp_path, transport="mi", mi_url=f"udp:127.0.0.1:{server.port}", mi_timeout="5")
+    out = run(
+        "publish", str(body(tmp_path)), "--owner", "sip:alice@example.com", "--config", str(cfg)
+    )
+    server.join(10)
+    assert out.returncode == 0, out.stderr
+    assert "etag=a.1795696722.1981.4.2 expires=3600" in out.stdout
+    (request,) = server.requests
+    assert request["method"] == "pua_publish"
+    params = request["params"]
+    assert isinstance(params, dict)
+    assert params["presentity_uri"] == "sip:alice@example.com"
+    assert params["event_package"] == "xcap-diff" and params["expires"] == 3600
+    assert "extra_headers" not in params
+    assert params["body"] == (tmp_path / "body.xml").read_text()
+
+
+def test_a_sip_failure_inside_the_result_is_reported(tmp_path: Path) -> None:
+    server = FakeMiDatagram({"reply": "408 Request Timeout"})
+    server.start()
+    cfg = config(tmp_path, transport="mi", mi_url=f"udp:127.0.0.1:{server.port}", mi_timeout="5")
+    out = run(
+        "publish", str(body(tmp_path)), "--owner", "sip:alice@example.com", "--config", str(cfg)
+    )
+    server.join(10)
+    assert out.returncode == 1
+    assert "not published (retryable)" in out.stderr and "408" in out.stderr
+
+
+def test_publish_usage_errors(tmp_path: Path) -> None:
+    missing = run(
+        "publish", str(body(tmp_path)), "--owner", "sip:a@x", "--config", str(tmp_path / "nope.ini")
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    not_sip = run(
+        "publish",
+        str(body(tmp_path)),
+        "--owner",
+        "alice",
+        "--config",
+        str(config(tmp_path, transport="null")),
+    )
+    assert not_sip.returncode == 2

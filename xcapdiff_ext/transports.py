@@ -1,0 +1,64 @@
+"""Which transport the settings ask for, assembled (shell).
+
+``build_transport(settings, reactor)`` returns an ``IPublishTransport``:
+``transport = null`` publishes nowhere; ``transport = mi`` is ``pua_publish`` through
+the channel ``mi_url`` names (``http(s)://`` mi_http, ``udp:`` mi_datagram, ``fifo:``
+mi_fifo, ``xmlrpc:`` mi_xmlrpc(_ng)), speaking ``mi_protocol``; ``transport = sip`` is
+the direct SIP PUBLISH client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+from .interfaces import IPublishTransport
+from .testing import NullTransport
+
+__all__ = ["build_transport"]
+
+
+def build_transport(settings: Any, reactor: Any) -> IPublishTransport:
+    """The configured transport; ``reactor`` provides time, UDP/TCP and FD readers."""
+    if settings.transport == "null":
+        return NullTransport()
+    if settings.transport == "mi":
+        return _mi(settings, reactor)
+    raise ConfigError(
+        "transport",
+        settings.transport,
+        "the direct SIP transport is not part of this version; use mi or null",
+    )
+
+
+def _mi(settings: Any, reactor: Any) -> IPublishTransport:
+    from .mi.codec import MiProtocol, MiTransport
+    from .mi.transport import MiPublishTransport
+
+    url, protocol = settings.mi_url, MiProtocol(settings.mi_protocol)
+    timeout = settings.mi_timeout
+    channel: Any
+    if url.scheme == "udp":
+        from .mi.datagram import MiDatagramChannel
+
+        channel = MiDatagramChannel(reactor, url.host, url.port, protocol=protocol, timeout=timeout)
+    elif url.scheme == "fifo":
+        from .mi.fifo import MiFifoChannel
+
+        channel = MiFifoChannel(
+            reactor, url.path, settings.mi_reply_dir, protocol=protocol, timeout=timeout
+        )
+    else:
+        from .mi.http import MiHttpChannel
+
+        kind = MiTransport.XMLRPC if url.scheme == "xmlrpc" else MiTransport.HTTP
+        if kind is MiTransport.HTTP and protocol is MiProtocol.LEGACY:
+            raise ConfigError(
+                "mi_protocol",
+                "legacy",
+                "OpenSIPS 1.x/2.x have no JSON-RPC over HTTP: use xmlrpc:, udp: or fifo:",
+            )
+        channel = MiHttpChannel.from_url(
+            reactor, url.http_url, protocol=protocol, transport=kind, timeout=timeout
+        )
+    return MiPublishTransport(channel, expires=settings.publish_expires)
