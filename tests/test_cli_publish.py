@@ -17,6 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "xcapdiff_ext", *args],
+        check=False,
         cwd=REPO,
         env=env,
         capture_output=True,
