@@ -42,6 +42,7 @@ PURE = (
     "sip.transaction",
     "sip.publication",
     "mi.codec",
+    "mi.fairqueue",
 )
 
 

@@ -48,6 +48,7 @@ def _mi(settings: Any, reactor: Any) -> IPublishTransport:
         channel = MiFifoChannel(
             reactor, url.path, settings.mi_reply_dir, protocol=protocol, timeout=timeout
         )
+        channel.check()  # reply_dir usable, fifo writable: fails with the fix named
     else:
         from .mi.http import MiHttpChannel
 

@@ -57,7 +57,7 @@ class MiPublishTransport:
         if isinstance(reply, RetryWithoutEtag):
             reply = yield self._channel.call(reply.request, publication.owner)
             if isinstance(reply, RetryWithoutEtag):  # cannot happen: no etag was sent
-                raise MiError(418, "Wrong ETag", None, hint="418 without an etag")
+                raise MiError(418, "Wrong ETag", hint="418 to a request without an etag")
         assert isinstance(reply, Published)
         return PublishOutcome(etag=reply.etag, expires=reply.expires, detail=reply.detail)
 
