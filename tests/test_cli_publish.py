@@ -123,3 +123,97 @@ def test_publish_usage_errors(tmp_path: Path) -> None:
         str(config(tmp_path, transport="null")),
     )
     assert not_sip.returncode == 2
+
+
+def test_remove_over_mi_datagram(tmp_path: Path) -> None:
+    server = FakeMiDatagram({"reply": "200 OK", "ETag": "a.1.2.3.4", "Expires": 0})
+    server.start()
+    cfg = config(tmp_path, transport="mi", mi_url=f"udp:127.0.0.1:{server.port}", mi_timeout="5")
+    out = run("publish", "-", "--remove", "--owner", "sip:alice@example.com", "--config", str(cfg))
+    server.join(10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("removed sip:alice@example.com via mi")
+    params = server.requests[0]["params"]
+    assert isinstance(params, dict)
+    assert params["expires"] == 0 and "body" not in params
+
+
+def test_publish_over_mi_http(tmp_path: Path) -> None:
+    import http.server
+
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            request = json.loads(self.rfile.read(length))
+            seen.append((self.headers["Content-Type"], request))
+            reply = {
+                "jsonrpc": "2.0",
+                "result": {"reply": "200 OK", "ETag": "a.9", "Expires": 3600},
+                "id": request["id"],
+            }
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/mi"
+    out = run(
+        "publish",
+        str(body(tmp_path)),
+        "--owner",
+        "sip:alice@example.com",
+        "--config",
+        str(config(tmp_path, transport="mi", mi_url=url, mi_timeout="5")),
+    )
+    thread.join(10)
+    server.server_close()
+    assert out.returncode == 0, out.stderr
+    assert "etag=a.9" in out.stdout
+    ((content_type, request),) = seen
+    assert content_type == "application/json"  # anything else hangs mi_http (MI.md)
+    assert request["method"] == "pua_publish"
+
+
+def test_publish_over_mi_fifo(tmp_path: Path) -> None:
+    fifo, replies = tmp_path / "opensips_fifo", tmp_path / "replies"
+    os.mkfifo(fifo)
+    replies.mkdir()
+    seen: list[str] = []
+
+    def opensips() -> None:  # reads one ":reply:json" request and answers into reply_dir
+        with open(fifo, encoding="utf-8") as requests:
+            data = requests.read()
+        name, _, payload = data[1:].partition(":")
+        request = json.loads(payload)
+        seen.append(name)
+        answer = {
+            "jsonrpc": "2.0",
+            "result": {"reply": "200 OK", "ETag": "a.7", "Expires": 3600},
+            "id": request["id"],
+        }
+        with open(replies / name, "w", encoding="utf-8") as reply:
+            reply.write(json.dumps(answer))
+
+    thread = threading.Thread(target=opensips, daemon=True)
+    thread.start()
+    cfg = config(
+        tmp_path, transport="mi", mi_url=f"fifo:{fifo}", mi_reply_dir=str(replies), mi_timeout="5"
+    )
+    out = run(
+        "publish", str(body(tmp_path)), "--owner", "sip:alice@example.com", "--config", str(cfg)
+    )
+    thread.join(10)
+    assert out.returncode == 0, out.stderr
+    assert "etag=a.7" in out.stdout
+    assert seen and "." not in seen[0] and "/" not in seen[0]
+    assert list(replies.iterdir()) == []  # the private reply FIFO was removed

@@ -44,6 +44,12 @@ def add_publish_command(commands: Any) -> None:
     publish.add_argument(
         "--etag", metavar="E", help="modify the publication the server granted as E"
     )
+    publish.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the owner's publication instead (mi: pua_publish with expires 0; "
+        "XCAPDIFF is not read and may be '-')",
+    )
     publish.set_defaults(run=_cmd_publish)
 
 
@@ -58,13 +64,14 @@ def _cmd_publish(args: argparse.Namespace, out: IO[bytes], err: IO[str]) -> int:
         settings = read_settings(args.config)
     except ConfigError as error:
         raise UsageError(str(error)) from None
-    body = _read(args.xcapdiff)
+    body = b"" if args.remove else _read(args.xcapdiff)
+    if not args.remove:
+        try:
+            parse_xcap_diff(body)
+        except XmlInputError as error:
+            raise UsageError(f"{args.xcapdiff}: not an xcap-diff document: {error}") from None
     try:
-        parse_xcap_diff(body)
-    except XmlInputError as error:
-        raise UsageError(f"{args.xcapdiff}: not an xcap-diff document: {error}") from None
-    try:
-        publication = Publication(args.owner, body, etag=args.etag)
+        publication = Publication(args.owner, body or b" ", etag=args.etag)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -82,9 +89,17 @@ def _cmd_publish(args: argparse.Namespace, out: IO[bytes], err: IO[str]) -> int:
         outcome["result"] = result
         transport.stop().addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(
-        lambda: transport.publish(publication).addBoth(done)  # type: ignore[attr-defined]
-    )
+    if args.remove and not hasattr(transport, "remove"):
+        raise UsageError(f"transport {settings.transport} has no removal")
+
+    def go() -> None:
+        if args.remove:
+            d = transport.remove(args.owner, args.etag)  # type: ignore[attr-defined]
+        else:
+            d = transport.publish(publication)
+        d.addBoth(done)
+
+    reactor.callWhenRunning(go)
     reactor.run()  # type: ignore[attr-defined]
     result = outcome.get("result")
     from twisted.python.failure import Failure
@@ -96,6 +111,7 @@ def _cmd_publish(args: argparse.Namespace, out: IO[bytes], err: IO[str]) -> int:
         raise PatchFailed(f"not published: {result.getErrorMessage()}")
     granted = f"etag={result.etag} expires={result.expires}" if result is not None else ""
     detail = (result.detail if result is not None else "") or "ok"
-    out.write(f"published {args.owner} via {settings.transport}: {detail} {granted}\n".encode())
+    verb = "removed" if args.remove else "published"
+    out.write(f"{verb} {args.owner} via {settings.transport}: {detail} {granted}\n".encode())
     out.flush()
     return 0
