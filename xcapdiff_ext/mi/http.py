@@ -70,12 +70,24 @@ CONTENT_TYPES: dict[MiTransport, bytes] = {
 _USER_AGENT = b"xcapdiff-ext mi"
 
 
+# Seen on a real OpenSIPS 3.6.8: httpd refuses request bodies over its
+# receive_buf_size (default 1024 bytes; post_buf_size is the same for form data); a
+# request a little over it gets no reply at all, a larger one HTTP 400 with an empty
+# body.  Most xcap-diff bodies are larger than 1 KiB.
+_POST_BUF_LIMIT = 1024
+_POST_BUF_HINT = (
+    "OpenSIPS's httpd refuses requests over its receive_buf_size (default 1024 bytes); "
+    'set modparam("httpd", "receive_buf_size", 65536) or use mi_url udp:/fifo:'
+)
+
+
 class HttpStatusError(TransportError):
     """The MI's HTTP server answered a status other than 200 (``code``, ``phrase``)."""
 
     def __init__(self, code: int, phrase: str, *, url: str) -> None:
         retryable = code >= 500 or code in (408, 429)
         hint = {
+            400: f": {_POST_BUF_HINT}",
             404: ": wrong path? mi_http serves /mi (its 'root'), mi_xmlrpc_ng /RPC2",
             405: ": mi_http answers 405 to anything but POST",
         }.get(code, "")
@@ -307,7 +319,12 @@ class MiHttpChannel:
         work.addCallback(self._decode, call)
         # Whatever cancelling the request produced (CancelledError, ResponseNeverReceived
         # wrapping it, ...) becomes a timeout when the timer fired.
-        work.addTimeout(self._timeout, self._reactor, onTimeoutCancel=self._timed_out)
+        size = len(call.data)
+        work.addTimeout(
+            self._timeout,
+            self._reactor,
+            onTimeoutCancel=lambda result, timeout: self._timed_out(result, timeout, size),
+        )
         work.addBoth(self._finished, call)
 
     def _response(self, response: IResponse) -> Deferred[bytes]:
@@ -324,11 +341,12 @@ class MiHttpChannel:
             body.finished.addBoth(fail_status)  # read (capped) so the connection ends cleanly
         return body.finished
 
-    def _timed_out(self, result: object, timeout: float) -> Failure:
+    def _timed_out(self, result: object, timeout: float, size: int = 0) -> Failure:
         if isinstance(result, Failure):
             result.trap(Exception)  # replaced by the timeout
+        hint = f" ({size} bytes sent; {_POST_BUF_HINT})" if size > _POST_BUF_LIMIT else ""
         return Failure(
-            TransportError(f"{self._where}: no reply within {timeout:g} s", retryable=True)
+            TransportError(f"{self._where}: no reply within {timeout:g} s{hint}", retryable=True)
         )
 
     def _decode(self, data: bytes, call: _Call) -> MiResult:
