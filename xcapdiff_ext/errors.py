@@ -57,6 +57,16 @@ class TransportError(XcapDiffError):
             self.retryable = retryable
 
 
+class LocalProtocolError(XcapDiffError, ValueError):
+    """Our bug: a protocol module was called wrongly (bad argument, a call the current
+    state forbids).  Never caused by the peer (h11's split by whose fault)."""
+
+
+class RemoteProtocolError(TransportError):
+    """The peer's bytes break the protocol (SIP, JSON-RPC): garbage, wrong shape, wrong
+    id.  The shell drops them, logs and counts; retrying may help (another reply)."""
+
+
 class PublishRejected(TransportError):
     """The peer answered with a final failure (SIP status or MI error code)."""
 

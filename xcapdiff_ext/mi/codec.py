@@ -77,7 +77,13 @@ from xml.parsers.expat import ExpatError
 
 from lxml import etree
 
-from ..errors import PublishRejected, TransportError, XcapDiffError, XmlInputError
+from ..errors import (
+    LocalProtocolError,
+    PublishRejected,
+    RemoteProtocolError,
+    TransportError,
+    XmlInputError,
+)
 from ..xmlsafe import parse_document
 
 __all__ = [
@@ -136,14 +142,6 @@ class MiTransport(enum.Enum):
 # --------------------------------------------------------------------------- errors
 # RemoteProtocolError/LocalProtocolError belong in errors.py (STYLE §6) once another
 # module needs them; they live here until then.
-
-
-class LocalProtocolError(XcapDiffError, ValueError):
-    """This module was called wrongly (our bug): bad argument, impossible combination."""
-
-
-class RemoteProtocolError(TransportError):
-    """The peer's reply is not one we understand (garbage, wrong shape, wrong id)."""
 
 
 class ReplyTooLarge(RemoteProtocolError):
