@@ -11,6 +11,7 @@ invalid one either.  Every key is documented in ``docs/configuration.md``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -227,6 +228,11 @@ class Settings:
     sip_proxy: SipProxy | None = None
     sip_username: str = ""
     sip_password: str = field(default="", repr=False)
+    sip_extra_headers: tuple[tuple[str, str], ...] = ()
+    sip_tls_ca_file: str = ""
+    sip_tls_cert_file: str = ""
+    sip_user_agent: str = "xcapdiff-ext"
+    sip_local_address: str = ""
     publish_expires: int = 3600
     diff_processing: DiffProcessing = "aggregate"
     min_interval: float = 5.0
@@ -263,6 +269,27 @@ class Settings:
             not any(ord(c) < 32 or c == "\x7f" for c in self.sip_username),
             "sip_username",
             "expected no control characters",
+        )
+        need(
+            all(
+                _TOKEN_RE.fullmatch(n) and not _BAD_VALUE_RE.search(v)
+                for n, v in self.sip_extra_headers
+            ),
+            "sip_extra_headers",
+            "expected 'Name: value' lines (token names, no control characters)",
+        )
+        for key in ("sip_tls_ca_file", "sip_tls_cert_file"):
+            path = getattr(self, key)
+            need(not path or path.startswith("/"), key, "expected an absolute path or empty")
+        need(
+            not self.sip_local_address or _is_ip(self.sip_local_address),
+            "sip_local_address",
+            "expected an IP address of this host, or empty",
+        )
+        need(
+            bool(self.sip_user_agent) and not _BAD_VALUE_RE.search(self.sip_user_agent),
+            "sip_user_agent",
+            "expected text without control characters",
         )
         need(self.publish_expires >= 0, "publish_expires", "expected seconds >= 0")
         need(
@@ -310,6 +337,8 @@ class Settings:
                 text = value.to_text()
             elif value is None:
                 text = ""
+            elif key == "sip_extra_headers":
+                text = "\n".join(f"{name}: {v}" for name, v in value)
             elif isinstance(value, float):
                 text = repr(value).removesuffix(".0")
             else:
@@ -370,6 +399,31 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return convert
 
 
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _header_lines(text: str) -> tuple[tuple[str, str], ...]:
+    """``Name: value`` per line (ini continuation lines), e.g. ``Thor-Scope: publish-xcap``."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN_RE.fullmatch(name.strip()):
+            raise ValueError(f"expected 'Name: value' lines, got {line.strip()!r}")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
 # key -> (converter from ini text, what a bad value should have been; "" = the
 # converter's own ValueError message says it)
 _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
@@ -382,6 +436,11 @@ _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
     "sip_proxy": (SipProxy.from_text, ""),
     "sip_username": (str, ""),
     "sip_password": (str, ""),
+    "sip_extra_headers": (_header_lines, ""),
+    "sip_tls_ca_file": (str, ""),
+    "sip_tls_cert_file": (str, ""),
+    "sip_user_agent": (str, ""),
+    "sip_local_address": (str, ""),
     "publish_expires": (_integer, "expected whole seconds >= 0"),
     "diff_processing": (
         _choice(*get_args(DiffProcessing)),
