@@ -40,7 +40,9 @@ bench: venv
 # mypy.ini says which are --strict: the pure core.
 TYPECHECK_MODULES := -p xcapdiff_ext.diff -m xcapdiff_ext.xmlsafe -m xcapdiff_ext.xcapdiff \
 	-m xcapdiff_ext.errors -m xcapdiff_ext.config -m xcapdiff_ext.change -m xcapdiff_ext.changes \
-	-m xcapdiff_ext.mi.codec -m xcapdiff_ext.mi.fairqueue -p xcapdiff_ext.sip
+	-m xcapdiff_ext.mi.codec -m xcapdiff_ext.mi.fairqueue \
+	-m xcapdiff_ext.sip.message -m xcapdiff_ext.sip.digest -m xcapdiff_ext.sip.transaction \
+	-m xcapdiff_ext.sip.publication
 
 typecheck: venv
 	$(VPY) -m mypy $(TYPECHECK_MODULES)

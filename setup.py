@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-3.0-or-later",
     packages=find_packages(include=["xcapdiff_ext", "xcapdiff_ext.*"]),
-    package_data={"xcapdiff_ext": ["py.typed"]},
+    package_data={"xcapdiff_ext": ["py.typed", "schemas/*.xsd"]},
     python_requires=">=3.11",
     install_requires=["twisted>=22.4", "lxml>=4.9.2"],
     entry_points={"console_scripts": ["xcapdiff = xcapdiff_ext.cli:main"]},

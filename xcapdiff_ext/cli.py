@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_publish import add_publish_command
 
     add_publish_command(commands)
+    from .cli_monitor import add_monitor_command
+
+    add_monitor_command(commands)
     return parser
 
 
@@ -327,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(list(args_in))
         if getattr(args, "run", None) is None:
-            raise UsageError(f"a command is required: diff, apply or publish (see '{PROG} --help')")
+            raise UsageError(
+                f"a command is required: diff, apply, publish or monitor (see '{PROG} --help')"
+            )
         status: int = args.run(args, out, err)
         return status
     except SystemExit as stop:  # --help
