@@ -217,3 +217,48 @@ def test_publish_over_mi_fifo(tmp_path: Path) -> None:
     assert "etag=a.7" in out.stdout
     assert seen and "." not in seen[0] and "/" not in seen[0]
     assert list(replies.iterdir()) == []  # the private reply FIFO was removed
+
+
+def test_publish_over_sip_to_the_monitor(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port (TCP, then UDP on the same number)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    monitor = subprocess.Popen(
+        # Both: a request over 1300 bytes leaves UDP for TCP (RFC 3261 section 18.1.1).
+        [
+            sys.executable,
+            "-m",
+            "xcapdiff_ext",
+            "monitor",
+            "--listen",
+            f"udp:127.0.0.1:{port}",
+            "--listen",
+            f"tcp:127.0.0.1:{port}",
+            "--count",
+            "1",
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert monitor.stderr is not None
+        assert "listening" in monitor.stderr.readline()
+        cfg = config(tmp_path, transport="sip", sip_proxy=f"sip:127.0.0.1:{port};transport=udp")
+        sent = body(tmp_path)
+        out = run("publish", str(sent), "--owner", "sip:alice@example.com", "--config", str(cfg))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("published sip:alice@example.com via sip: ")
+        stdout, _ = monitor.communicate(timeout=20)
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+    (line,) = stdout.splitlines()
+    received = json.loads(line)
+    assert received["aor"] == "sip:alice@example.com"
+    assert received["valid"] is True
+    assert received["body"] == sent.read_text()

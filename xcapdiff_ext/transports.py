@@ -4,7 +4,7 @@
 ``transport = null`` publishes nowhere; ``transport = mi`` is ``pua_publish`` through
 the channel ``mi_url`` names (``http(s)://`` mi_http, ``udp:`` mi_datagram, ``fifo:``
 mi_fifo, ``xmlrpc:`` mi_xmlrpc(_ng)), speaking ``mi_protocol``; ``transport = sip`` is
-the direct SIP PUBLISH client.
+the direct SIP PUBLISH client to ``sip_proxy``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ def build_transport(settings: Any, reactor: Any) -> IPublishTransport:
         return NullTransport()
     if settings.transport == "mi":
         return _mi(settings, reactor)
-    raise ConfigError(
-        "transport",
-        settings.transport,
-        "the direct SIP transport is not part of this version; use mi or null",
-    )
+    if settings.transport == "sip":
+        from .sip.transport import SipPublishTransport
+
+        transport: IPublishTransport = SipPublishTransport.from_settings(reactor, settings)
+        return transport
+    raise ConfigError("transport", settings.transport, "expected mi, sip or null")
 
 
 def _mi(settings: Any, reactor: Any) -> IPublishTransport:
