@@ -18,6 +18,8 @@ setup(
     package_data={"xcapdiff_ext": ["py.typed", "schemas/*.xsd"]},
     python_requires=">=3.11",
     install_requires=["twisted>=22.4", "lxml>=4.9.2"],
+    # SIP over TLS (sip_proxy sips: or ;transport=tls) verifies with these.
+    extras_require={"tls": ["pyopenssl>=22.0", "service_identity>=18.1"]},
     entry_points={"console_scripts": ["xcapdiff = xcapdiff_ext.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -4,7 +4,8 @@
 ``transport = null`` publishes nowhere; ``transport = mi`` is ``pua_publish`` through
 the channel ``mi_url`` names (``http(s)://`` mi_http, ``udp:`` mi_datagram, ``fifo:``
 mi_fifo, ``xmlrpc:`` mi_xmlrpc(_ng)), speaking ``mi_protocol``; ``transport = sip`` is
-the direct SIP PUBLISH client to ``sip_proxy``.
+the direct SIP PUBLISH client to ``sip_proxy``, or to the next hop RFC 3263 finds for
+each owner's domain when ``sip_proxy`` is empty.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def build_transport(settings: Any, reactor: Any) -> IPublishTransport:
     if settings.transport == "sip":
         from .sip.transport import SipPublishTransport
 
-        transport: IPublishTransport = SipPublishTransport.from_settings(reactor, settings)
+        resolver = None
+        if settings.sip_proxy is None:  # RFC 3263: locate each owner's domain
+            resolver = _system_resolver(reactor)
+        transport: IPublishTransport = SipPublishTransport.from_settings(
+            reactor, settings, resolver=resolver
+        )
         return transport
     raise ConfigError("transport", settings.transport, "expected mi, sip or null")
 
@@ -64,3 +70,17 @@ def _mi(settings: Any, reactor: Any) -> IPublishTransport:
             reactor, url.http_url, protocol=protocol, transport=kind, timeout=timeout
         )
     return MiPublishTransport(channel, expires=settings.publish_expires)
+
+
+def _system_resolver(reactor: Any) -> Any:
+    """What ``twisted.names.client.createResolver()`` builds (hosts file, a cache, the
+    ``resolv.conf`` servers), on our reactor instead of the global one."""
+    from twisted.names import cache, client, hosts, resolve
+
+    return resolve.ResolverChain(
+        [
+            hosts.Resolver(b"/etc/hosts"),
+            cache.CacheResolver(reactor=reactor),
+            client.Resolver(resolv="/etc/resolv.conf", reactor=reactor),
+        ]
+    )

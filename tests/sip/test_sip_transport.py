@@ -299,10 +299,19 @@ def _defer_later(seconds: float) -> Any:
 
 
 class SettingsTests(unittest.TestCase):
-    def test_empty_sip_proxy_is_refused_honestly(self) -> None:
+    def test_empty_sip_proxy_needs_a_resolver(self) -> None:
         with self.assertRaises(ConfigError) as caught:
             SipPublishTransport.from_settings(reactor, Settings(transport="sip"))
-        self.assertIn("RFC 3263 lookup is not implemented yet", str(caught.exception))
+        self.assertIn("RFC 3263 lookup needs a DNS resolver", str(caught.exception))
+
+    def test_build_transport_locates_by_rfc3263_without_sip_proxy(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from xcapdiff_ext.sip.locate import LocatingPublishTransport
+        from xcapdiff_ext.transports import build_transport
+
+        transport = build_transport(Settings(transport="sip"), MemoryReactorClock())
+        self.assertIsInstance(transport, LocatingPublishTransport)
 
     def test_from_settings(self) -> None:
         settings = Settings(

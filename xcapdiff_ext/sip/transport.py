@@ -7,10 +7,11 @@ or ``Failed`` (``SendAgain`` — 412 recovery, 423, 401/407 digest — is follow
 
 Decisions:
 
-- The next hop is fixed: ``(transport, host, port)`` with transport ``udp``, ``tcp`` or
-  ``tls``.  ``from_settings`` takes it from ``sip_proxy``; **RFC 3263 lookup
-  (NAPTR/SRV) is not implemented yet**, so an empty ``sip_proxy`` is a ``ConfigError``,
-  and a proxy without a port uses 5060 (5061 for TLS) without an SRV lookup.
+- The next hop of one ``SipPublishTransport`` is fixed: ``(transport, host, port)`` with
+  transport ``udp``, ``tcp`` or ``tls``.  ``from_settings`` takes it from ``sip_proxy``
+  (a proxy without a port uses 5060, 5061 for TLS, without an SRV lookup); with an
+  empty ``sip_proxy`` and a DNS resolver it returns a ``sip.locate``
+  ``LocatingPublishTransport`` that finds each owner's next hop by RFC 3263.
 - UDP: a request larger than 1300 bytes (RFC 3261 §18.1.1, unknown path MTU) goes over
   TCP to the same host and port instead; the Via is rewritten to the transport used.
   The Via sent-by is the local address of the socket or connection used.
@@ -28,8 +29,10 @@ Decisions:
   ``retry_after`` attribute (seconds or None).  Cancelling ``publish``'s Deferred
   abandons the transaction and drops the owner's state.
 - TLS verifies the certificate and host name (``optionsForClientTLS``), against
-  ``tls_ca_file`` or the platform trust.  It needs pyOpenSSL; without it a ``tls`` next
-  hop is a ``ConfigError`` at construction.  Client certificates are not implemented.
+  ``tls_ca_file`` (every certificate of a PEM bundle) or the platform trust.  It needs
+  pyOpenSSL and service_identity (extra ``tls``); without them a ``tls`` next hop is a
+  ``ConfigError`` at construction, as is an unreadable ``tls_ca_file``.  A failed
+  verification is a ``TransportError``.  Client certificates are not implemented.
 
 The password only reaches ``Publication`` (which never logs or shows it).
 """
@@ -142,13 +145,27 @@ class SipPublishTransport:
         return f"<SipPublishTransport {transport}:{_hostport(host, port)}>"
 
     @classmethod
-    def from_settings(cls, reactor: Any, settings: Settings) -> SipPublishTransport:
-        """Build it from ``sip_proxy`` & co.  An empty ``sip_proxy`` is refused: RFC 3263
-        lookup of the owner's domain is not implemented yet."""
+    def from_settings(
+        cls,
+        reactor: Any,
+        settings: Settings,
+        *,
+        resolver: Any = None,
+        random_unit: Callable[[], float] | None = None,
+    ) -> Any:
+        """Build it from ``sip_proxy`` & co.
+
+        An empty ``sip_proxy`` needs ``resolver`` (a ``twisted.names`` ``IResolver``, e.g.
+        ``twisted.names.client.createResolver()``; never taken implicitly): the result is
+        then a ``sip.locate.LocatingPublishTransport`` that applies RFC 3263 to each
+        owner's domain at publish time.  Without a resolver it is refused, as before."""
         proxy = settings.sip_proxy
-        if proxy is None:
+        if proxy is None and resolver is None:
             raise ConfigError(
-                "sip_proxy", "", "RFC 3263 lookup is not implemented yet; set sip_proxy"
+                "sip_proxy",
+                "",
+                "RFC 3263 lookup needs a DNS resolver (transports.build_transport passes one); "
+                "or set sip_proxy",
             )
         if settings.sip_tls_cert_file:
             raise ConfigError(
@@ -156,14 +173,39 @@ class SipPublishTransport:
                 settings.sip_tls_cert_file,
                 "client certificates are not implemented yet; leave it empty",
             )
-        transport = proxy.transport or ("tls" if proxy.scheme == "sips" else "udp")
-        port = proxy.port or (5061 if transport == "tls" else 5060)
         credentials = (
             (settings.sip_username, settings.sip_password) if settings.sip_username else None
         )
+        if proxy is None:
+            import functools
+            import random
+
+            from .locate import LocatingPublishTransport
+
+            make_hop = functools.partial(
+                cls._from_hop, reactor, settings=settings, credentials=credentials
+            )
+            return LocatingPublishTransport(
+                resolver, make_hop, random_unit=random_unit or random.random
+            )
+        transport = proxy.transport or ("tls" if proxy.scheme == "sips" else "udp")
+        port = proxy.port or (5061 if transport == "tls" else 5060)
+        return cls._from_hop(
+            reactor, (transport, proxy.host, port), settings=settings, credentials=credentials
+        )
+
+    @classmethod
+    def _from_hop(
+        cls,
+        reactor: Any,
+        next_hop: tuple[str, str, int],
+        *,
+        settings: Settings,
+        credentials: tuple[str, str] | None,
+    ) -> SipPublishTransport:
         return cls(
             reactor,
-            next_hop=(transport, proxy.host, port),
+            next_hop=next_hop,
             expires=settings.publish_expires,
             credentials=credentials,
             extra_headers=settings.sip_extra_headers,
@@ -367,14 +409,32 @@ class SipPublishTransport:
 def _tls_options(host: str, ca_file: str | None) -> Any:
     """Client TLS options verifying ``host`` against ``ca_file`` or the platform trust."""
     try:
-        from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
-    except ImportError as err:  # pyOpenSSL missing
+        # service_identity: older Twisted only warns without it and checks the CN only.
+        import service_identity  # noqa: F401
+        from twisted.internet.ssl import (
+            Certificate,
+            optionsForClientTLS,
+            platformTrust,
+            trustRootFromCertificates,
+        )
+    except ImportError as err:  # pyOpenSSL or service_identity missing
         raise ConfigError(
-            "sip_proxy", f"{host};transport=tls", f"TLS needs pyOpenSSL, not installed: {err}"
+            "sip_proxy",
+            f"{host};transport=tls",
+            f"TLS needs pyOpenSSL and service_identity, not installed: {err}",
         ) from err
     if ca_file:
-        with open(ca_file, "rb") as f:
-            trust = Certificate.loadPEM(f.read())
+        # Every certificate of the file (a bundle), not only the first one.
+        try:
+            with open(ca_file, "rb") as f:
+                pem = f.read()
+            begin = b"-----BEGIN CERTIFICATE-----"
+            certs = [Certificate.loadPEM(begin + part) for part in pem.split(begin)[1:]]
+        except Exception as err:  # OSError, OpenSSL.crypto.Error
+            raise ConfigError("sip_tls_ca_file", ca_file, f"cannot load it: {err}") from err
+        if not certs:
+            raise ConfigError("sip_tls_ca_file", ca_file, "no PEM certificate in it")
+        trust = trustRootFromCertificates(certs)  # type: ignore[no-untyped-call]
     else:
         trust = platformTrust()  # type: ignore[no-untyped-call]
     return optionsForClientTLS(host, trustRoot=trust)
