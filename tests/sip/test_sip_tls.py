@@ -95,8 +95,27 @@ class Pki:
             .sign(self.key, hashes.SHA256())
         )
 
-    def server(self, *names: str) -> Any:
-        """Twisted server options for a certificate naming ``names`` (DNS or IP)."""
+    def client_pem(self, name: str = "xcapdiff") -> bytes:
+        """A client certificate and its key, as one PEM (what ``sip_tls_cert_file`` holds)."""
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return _key_pem(key) + _pem(cert)
+
+    def server(self, *names: str, require_client: bool = False) -> Any:
+        """Twisted server options for a certificate naming ``names`` (DNS or IP);
+        with ``require_client`` the server demands a client certificate of this CA."""
         now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         san: list[Any] = []
@@ -122,7 +141,8 @@ class Pki:
             )
             .sign(self.key, hashes.SHA256())
         )
-        options = ssl.PrivateCertificate.loadPEM(_key_pem(key) + _pem(cert)).options()
+        authorities = [ssl.Certificate.loadPEM(_pem(self.cert))] if require_client else []
+        options = ssl.PrivateCertificate.loadPEM(_key_pem(key) + _pem(cert)).options(*authorities)
         with warnings.catch_warnings():  # Twisted hands pyOpenSSL X509/PKey (deprecated)
             warnings.simplefilter("ignore", DeprecationWarning)
             options.getContext()  # built once here, cached by Twisted
@@ -165,8 +185,8 @@ class TlsTests(unittest.TestCase):
         self.pki = Pki()
         self.ca_file = self.pki.write_ca(self.mktemp())
 
-    def uas(self, *names: str) -> FakeTlsUas:
-        uas = FakeTlsUas(self.pki.server(*names))
+    def uas(self, *names: str, require_client: bool = False) -> FakeTlsUas:
+        uas = FakeTlsUas(self.pki.server(*names, require_client=require_client))
         uas.start(reactor)
         self.addCleanup(uas.stop)
         return uas
@@ -252,3 +272,39 @@ class TlsTests(unittest.TestCase):
             f.write(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
         with self.assertRaises(ConfigError):
             SipPublishTransport(reactor, next_hop=("tls", "localhost", 5061), tls_ca_file=broken)
+
+
+class ClientCertificateTests(TlsTests):
+    """``sip_tls_cert_file``: the optional client certificate (issue 5 item 2)."""
+
+    @inlineCallbacks
+    def test_a_server_that_requires_a_client_certificate_accepts_ours(self) -> Any:
+        uas = self.uas("localhost", require_client=True)
+        cert_file = self.mktemp()
+        with open(cert_file, "wb") as f:
+            f.write(self.pki.client_pem())
+        transport = self.transport(
+            "localhost", uas.port, tls_ca_file=self.ca_file, tls_cert_file=cert_file
+        )
+        outcome = yield transport.publish(Publication(OWNER, BODY))
+        self.assertEqual(outcome.etag, "e1")
+
+    @inlineCallbacks
+    def test_without_a_client_certificate_such_a_server_refuses(self) -> Any:
+        uas = self.uas("localhost", require_client=True)
+        transport = self.transport("localhost", uas.port, tls_ca_file=self.ca_file)
+        error = yield self.assertFailure(
+            transport.publish(Publication(OWNER, BODY)), TransportError
+        )
+        self.assertIn("certificate required", str(error))
+        self.assertEqual(uas.requests, [])
+
+    def test_an_unreadable_client_certificate_is_a_config_error(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            SipPublishTransport(
+                reactor,
+                next_hop=("tls", "localhost", 5061),
+                tls_ca_file=self.ca_file,
+                tls_cert_file=self.mktemp(),
+            )
+        self.assertEqual(caught.exception.key, "sip_tls_cert_file")

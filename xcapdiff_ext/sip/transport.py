@@ -114,6 +114,7 @@ class SipPublishTransport:
         user_agent: str = "xcapdiff-ext",
         new_token: Callable[[], str] | None = None,
         tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
         local_address: str | None = None,
         timers: Timers = RFC,
         udp_max_bytes: int = UDP_MAX_BYTES,
@@ -138,7 +139,7 @@ class SipPublishTransport:
         self._stopped = False
         self._tls_options: Any = None
         if transport == "tls":
-            self._tls_options = _tls_options(host, tls_ca_file)
+            self._tls_options = _tls_options(host, tls_ca_file, tls_cert_file)
 
     def __repr__(self) -> str:  # never the credentials
         transport, host, port = self._hop
@@ -166,12 +167,6 @@ class SipPublishTransport:
                 "",
                 "RFC 3263 lookup needs a DNS resolver (transports.build_transport passes one); "
                 "or set sip_proxy",
-            )
-        if settings.sip_tls_cert_file:
-            raise ConfigError(
-                "sip_tls_cert_file",
-                settings.sip_tls_cert_file,
-                "client certificates are not implemented yet; leave it empty",
             )
         credentials = (
             (settings.sip_username, settings.sip_password) if settings.sip_username else None
@@ -211,6 +206,7 @@ class SipPublishTransport:
             extra_headers=settings.sip_extra_headers,
             user_agent=settings.sip_user_agent,
             tls_ca_file=settings.sip_tls_ca_file or None,
+            tls_cert_file=settings.sip_tls_cert_file or None,
             local_address=settings.sip_local_address or None,
         )
 
@@ -406,13 +402,15 @@ class SipPublishTransport:
         owner.refresh = None
 
 
-def _tls_options(host: str, ca_file: str | None) -> Any:
-    """Client TLS options verifying ``host`` against ``ca_file`` or the platform trust."""
+def _tls_options(host: str, ca_file: str | None, cert_file: str | None = None) -> Any:
+    """Client TLS options verifying ``host`` against ``ca_file`` or the platform trust,
+    presenting the certificate and key of ``cert_file`` (one PEM file) when given."""
     try:
         # service_identity: older Twisted only warns without it and checks the CN only.
         import service_identity  # noqa: F401
         from twisted.internet.ssl import (
             Certificate,
+            PrivateCertificate,
             optionsForClientTLS,
             platformTrust,
             trustRootFromCertificates,
@@ -437,4 +435,15 @@ def _tls_options(host: str, ca_file: str | None) -> Any:
         trust = trustRootFromCertificates(certs)  # type: ignore[no-untyped-call]
     else:
         trust = platformTrust()  # type: ignore[no-untyped-call]
+    if cert_file:
+        try:
+            with open(cert_file, "rb") as f:
+                client = PrivateCertificate.loadPEM(f.read())
+        except Exception as err:  # OSError, OpenSSL.crypto.Error: never echo the key
+            raise ConfigError(
+                "sip_tls_cert_file",
+                cert_file,
+                f"cannot load a certificate and key: {type(err).__name__}",
+            ) from err
+        return optionsForClientTLS(host, trustRoot=trust, clientCertificate=client)
     return optionsForClientTLS(host, trustRoot=trust)
