@@ -103,6 +103,24 @@ class UdpTests(TransportTest):
         self.assertEqual(initial.body, BODY)
 
     @inlineCallbacks
+    def test_after_a_restart_the_remembered_etag_is_modified_not_duplicated(self) -> Any:
+        first = self.transport()
+        yield first.publish(Publication(OWNER, BODY))  # the ESC granted e1
+        restarted = self.transport()  # a new process: no state, the spool kept "e1"
+        outcome = yield restarted.publish(Publication(OWNER, BODY, etag="e1"))
+        self.assertEqual(outcome.etag, "e2")
+        _, resumed = self.uas.requests
+        self.assertEqual(resumed.header("SIP-If-Match"), "e1")  # no second publication
+
+    @inlineCallbacks
+    def test_a_remembered_etag_the_esc_forgot_falls_back_to_an_initial(self) -> Any:
+        outcome = yield self.transport().publish(Publication(OWNER, BODY, etag="e9"))
+        self.assertEqual(outcome.etag, "e1")
+        resumed, initial = self.uas.requests
+        self.assertEqual(resumed.header("SIP-If-Match"), "e9")
+        self.assertIsNone(initial.header("SIP-If-Match"))
+
+    @inlineCallbacks
     def test_423_retries_with_min_expires(self) -> Any:
         self.uas.min_expires = 7200
         outcome = yield self.transport().publish(Publication(OWNER, BODY))

@@ -200,7 +200,11 @@ class Publication:
         user_agent: str = "xcapdiff-ext",
         credentials: tuple[str, str] | None = None,
         content_type: str = CONTENT_TYPE,
+        etag: str | None = None,
     ) -> None:
+        """``etag``: a SIP-ETag the ESC granted before (remembered across a restart): the
+        first ``publish`` then modifies that publication instead of creating a second
+        one; if the ESC no longer knows it, its 412 leads to a fresh initial PUBLISH."""
         if not _AOR_RE.fullmatch(aor):
             raise LocalProtocolError(f"AOR {aor!r}: expected a sip: or sips: URI")
         if not _EVENT_RE.fullmatch(event):
@@ -227,7 +231,9 @@ class Publication:
         self._call_id = self._token("Call-ID")
         self._cseq = 0
         self._state = PubState.IDLE
-        self._etag: str | None = None
+        if etag is not None and (not etag or _CONTROL_RE.search(etag)):
+            raise LocalProtocolError(f"etag {etag!r}: expected a SIP-ETag token")
+        self._etag: str | None = etag
         self._refresh_at: float | None = None
         self._last_body = b""  # the last body the ESC accepted (412 recovery of a refresh)
         self._auth: dict[str, _Auth] = {}  # "Authorization"/"Proxy-Authorization" -> state

@@ -266,6 +266,9 @@ class SipPublishTransport:
                 user_agent=self._user_agent,
                 credentials=self._credentials,
                 content_type=publication.content_type,
+                # The SIP-ETag the publisher remembers (spool, across restarts): modify
+                # that publication rather than leave a second one at the ESC.
+                etag=publication.etag,
             )
         self._cancel_refresh(owner)
         body = publication.body
