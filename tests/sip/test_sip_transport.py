@@ -300,6 +300,10 @@ class RefreshTests(unittest.TestCase):
         self.assertEqual(refresh.header("SIP-If-Match"), "e1")
         self.assertEqual(refresh.body, b"")
         self.assertEqual(list(uas.etags), ["e2"])
+        # The publisher never saw e2 (and its e1 may have expired): it passes no etag,
+        # and the live, refreshed publication is modified -- not duplicated.
+        yield transport.publish(Publication(OWNER, BODY))
+        self.assertEqual(uas.requests[-1].header("SIP-If-Match"), "e2")
 
     def test_stop_cancels_refresh(self) -> Any:
         clock = Clock()

@@ -256,7 +256,10 @@ class SipPublishTransport:
         self, owner: _Owner, publication: PublicationRequest
     ) -> Deferred[PublishOutcome]:
         state = owner.state
-        if state is None or publication.etag is None or state.etag != publication.etag:
+        # A live state is the freshest truth (our refreshes renew its SIP-ETag without
+        # the publisher seeing it): keep modifying it.  Without one, start from the
+        # SIP-ETag the publisher remembers, if any.
+        if state is None:
             state = owner.state = Publication(
                 publication.owner,
                 event=publication.event,
