@@ -798,11 +798,7 @@ class _Differ:
         new_keys: tuple[list[object], list[object]],
     ) -> list[tuple[int, int, bool]]:
         def describe(
-            nodes: list[_Node],
-            side: bytes,
-            cache: dict[_Node, bytes] | None,
-            keys: list[object],
-            tags: list[object],
+            nodes: list[_Node], side: bytes, cache: dict[_Node, bytes] | None
         ) -> list[bytes]:
             exact: list[bytes] = []
             tostring = etree.tostring
@@ -820,8 +816,8 @@ class _Differ:
 
         ok, ot = keys
         nk, nt = new_keys
-        oe = describe(w_old, b"old", None, ok, ot)
-        ne = describe(w_new, b"new", self.new_ser, nk, nt)
+        oe = describe(w_old, b"old", None)
+        ne = describe(w_new, b"new", self.new_ser)
         # Texts between nodes are not part of a node's identity: the gaps fix them.
         return align(oe, ne, ok, nk, ot, nt)
 

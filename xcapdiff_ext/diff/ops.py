@@ -122,13 +122,9 @@ class Patch(Sequence[PatchOp]):
         and must not bind them differently); the op elements use whatever prefix the
         container already has for ``op_namespace``."""
         declared = container.nsmap
-        for prefix, uri in self.namespaces:
-            if declared.get(prefix, uri) != uri:
-                raise ValueError(f"prefix {prefix!r} is bound to {declared[prefix]!r} here")
-        needed = {p: u for p, u in self.namespaces if declared.get(p) != u}
-        if needed:
-            # lxml cannot add declarations to an existing element; rebuild it in place.
-            raise ValueError(f"container must declare {needed} (use Patch.nsmap)")
+        missing = {p: u for p, u in self.namespaces if declared.get(p) != u}
+        if missing:  # absent, or bound to another URI (lxml cannot add declarations later)
+            raise ValueError(f"container must declare {missing} (use Patch.nsmap)")
         qual = (lambda t: f"{{{op_namespace}}}{t}") if op_namespace else (lambda t: t)
         for op in self.ops:
             el = etree.SubElement(container, qual(_TAGS[type(op)]))
