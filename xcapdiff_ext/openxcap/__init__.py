@@ -1,0 +1,1 @@
+"""The OpenXCAP side: the storage wrapper, the ``XCAPDiff`` backend and its loaders."""
