@@ -58,15 +58,24 @@ _RESERVED = frozenset({"d", "xml", "xmlns"})
 _Node = etree._Element  # elements, comments and PIs alike
 
 
-def diff_documents(old: bytes, new: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Patch:
+def diff_documents(
+    old: bytes, new: bytes, *, limits: Limits = DEFAULT_LIMITS, stable: bool = False
+) -> Patch:
     """Operations turning ``old`` into ``new``; ``apply_patch(old, result)`` is
     Canonical-XML-equal (with comments) to ``new``.
+
+    ``stable`` asks for selectors that survive other edits of the same document, to
+    replay the change onto a later version (a rebase): a key predicate on every step
+    whose element has a key attribute (``uri``, ``name``, ``id``), even when the bare
+    name is unique now, and elements added at the end of their parent appended to it
+    rather than placed after their left sibling.  Applied to ``old`` such a patch gives
+    ``new`` up to where whitespace between elements goes.
 
     Raises ``XmlInputError`` subclasses for refused input and ``UnpatchableChange``
     when only the XML prolog (DOCTYPE, version, standalone) could express the change."""
     old_tree = parse_document(old, where="old document", limits=limits)
     new_tree = parse_document(new, where="new document", limits=limits)
-    return diff_trees(old_tree, new_tree, old_bytes=old, new_bytes=new)
+    return diff_trees(old_tree, new_tree, old_bytes=old, new_bytes=new, stable=stable)
 
 
 def diff_trees(
@@ -75,10 +84,11 @@ def diff_trees(
     *,
     old_bytes: bytes | None = None,
     new_bytes: bytes | None = None,
+    stable: bool = False,
 ) -> Patch:
     """Tree-level twin of ``diff_documents``.  ``old_tree`` is modified (it ends up
     equal to ``new_tree``); pass the source bytes to enable the prefix/suffix skip."""
-    return _Differ(old_tree, new_tree, old_bytes, new_bytes).run()
+    return _Differ(old_tree, new_tree, old_bytes, new_bytes, stable=stable).run()
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -300,8 +310,11 @@ class _Differ:
         new_tree: etree._ElementTree,
         old: bytes | None,
         new: bytes | None,
+        *,
+        stable: bool = False,
     ) -> None:
         self.work, self.new = old_tree, new_tree
+        self.stable = stable
         self.ops: list[PatchOp] = []
         self.prefixes: dict[str, str] = {}  # namespace URI -> selector prefix
         self.indexes: dict[_Node, _SiblingIndex] = {}
@@ -427,6 +440,7 @@ class _Differ:
         if (
             next(node.itersiblings(tag), None) is None
             and next(node.itersiblings(tag, preceding=True), None) is None
+            and not (self.stable and any(k in node.attrib for k in KEY_ATTRIBUTES))
         ):
             return name  # the only one of its name: no predicate (two C-level probes)
         uri, local = _split(tag)
@@ -973,7 +987,9 @@ class _Differ:
         prepend_text = left is None and right is not None and text == s[0]
         if text and text == s[-1] and not prepend_text:
             content = first + nodes
-            if left is not None:
+            if left is not None and right is None and self.stable:
+                self._emit(Add(path, content))  # appended: stays last after other adds
+            elif left is not None:
                 self._emit(Add(self._sel(left, path), content, pos="after"))
             else:
                 self._emit(Add(path, content, pos="prepend"))
@@ -987,7 +1003,7 @@ class _Differ:
             content = (b"" if text else first) + nodes + last
             if right is not None:
                 self._emit(Add(self._sel(right, path), content, pos="before"))
-            elif left is not None and not text:
+            elif left is not None and not text and not self.stable:
                 self._emit(Add(self._sel(left, path), content, pos="after"))
             else:
                 self._emit(Add(path, content))

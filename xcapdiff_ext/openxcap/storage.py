@@ -328,7 +328,7 @@ class PublishingStorage:
             return document
         sel = self._sel(uri)
         try:
-            patch = diff_documents(read.data or b"", document, limits=self._limits)
+            patch = diff_documents(read.data or b"", document, limits=self._limits, stable=True)
         except Exception:
             log.exception("xcap-diff hook: cannot rebase %s; storing it as the server does", sel)
             return document
