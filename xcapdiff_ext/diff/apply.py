@@ -732,7 +732,10 @@ def _sync(el: Element, hand: list[str]) -> None:
         if prev is None:
             lx.insert(0, mark)
         else:
+            tail = prev.tail
             prev.addnext(mark)
+            prev.tail = tail  # lxml < 5 moves prev's tail onto the inserted node
+            mark.tail = None
         prev = mark
     flush()
 
