@@ -358,6 +358,7 @@ def test_from_settings_assembles_policy_and_spool(tmp_path) -> None:
             "diff_processing": "no-patching",
             "transport": "null",
             "status_interval": "0",
+            "diff_workers": "0",  # worker processes: tests/test_workers.py
         }
     )
     clock = Clock()

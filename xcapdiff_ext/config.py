@@ -207,6 +207,9 @@ class SipProxy:
         return text
 
 
+_WORKERS = "expected 0..16 worker processes (0 = diff in the server's process)"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every ``[XCAPDiff]`` setting, typed; the defaults are the documented ones.
@@ -240,6 +243,7 @@ class Settings:
     spool_dir: str = "/var/lib/openxcap-xcapdiff"
     max_pending_bytes: int = 64 * MiB
     max_document_bytes: int = 10 * MiB
+    diff_workers: int = 1
     retry_initial: float = 1.0
     retry_max: float = 60.0
     retry_jitter: float = 0.1
@@ -320,6 +324,11 @@ class Settings:
         need(self.max_body_bytes >= 512, "max_body_bytes", "expected bytes >= 512")
         need(self.max_pending_bytes >= MiB, "max_pending_bytes", "expected bytes >= 1MiB")
         need(self.max_document_bytes >= KiB, "max_document_bytes", "expected bytes >= 1KiB")
+        need(
+            0 <= self.diff_workers <= 16,
+            "diff_workers",
+            _WORKERS,
+        )
         need(
             self.spool_dir.startswith("/") and "\0" not in self.spool_dir,
             "spool_dir",
@@ -451,6 +460,10 @@ _CONVERTERS: dict[str, tuple[Callable[[str], object], str]] = {
     "spool_dir": (str, ""),
     "max_pending_bytes": (parse_byte_size, "expected bytes >= 1MiB (suffixes k, KiB, M, MiB)"),
     "max_document_bytes": (parse_byte_size, "expected bytes (suffixes k, KiB, M, MiB)"),
+    "diff_workers": (
+        _integer,
+        "expected 0..16 worker processes (0 = diff in the server's process)",
+    ),
     "retry_initial": (_seconds, "expected seconds > 0"),
     "retry_max": (_seconds, "expected seconds > 0"),
     "retry_jitter": (_seconds, "expected a fraction 0..1"),

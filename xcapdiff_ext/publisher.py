@@ -15,6 +15,7 @@ delivers.  Facts come back as values; this module logs and counts them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -154,9 +155,13 @@ class Publisher:
         spool: Any | None = None,
         run_cpu: Callable[[Callable[[], Any]], Deferred[Any]] = _synchronous,
         random_unit: Callable[[], float] = random.random,
+        workers: Any | None = None,
     ) -> None:
         self._reactor, self._transport, self._policy = reactor, transport, policy
         self._spool, self._run_cpu, self._random = spool, run_cpu, random_unit
+        # Worker processes (workers.ProcessRunner) plan every publication when given:
+        # then no diff holds this process's GIL (see workers.py for why that matters).
+        self._workers = workers
         self._limits = Limits(max_bytes=policy.max_document_bytes)
         self._owners: dict[str, _Owner] = {}
         self._chains: dict[DocumentKey, str] = {}
@@ -190,13 +195,25 @@ class Publisher:
                 return deferToThreadPool(reactor, reactor.getThreadPool(), func)
 
         spool = Spool(settings.spool_dir, reactor, run_in_thread=run_in_thread)
+        workers = None
+        if settings.diff_workers > 0:
+            from .workers import ProcessRunner
+
+            workers = ProcessRunner(reactor, settings.diff_workers)
         return cls(
-            reactor, transport, Policy.from_settings(settings), spool=spool, run_cpu=run_in_thread
+            reactor,
+            transport,
+            Policy.from_settings(settings),
+            spool=spool,
+            run_cpu=run_in_thread,
+            workers=workers,
         )
 
     # ------------------------------------------------------------- life cycle
     def start(self) -> None:
         """Replay the spool (if any) and publish what it still held."""
+        if self._workers is not None:
+            self._workers.start()
         if self._spool is not None:
             state = self._spool.open()
             self._chains = {k: v for k, v in state.chains.items() if v is not None}
@@ -230,6 +247,9 @@ class Publisher:
             done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         if self._spool is not None:
             done.addCallback(lambda _: self._spool.stop())
+        if self._workers is not None:
+            workers = self._workers
+            done.addBoth(lambda result: workers.stop().addCallback(lambda _: result))
         return done.addCallback(lambda _: None)
 
     # ------------------------------------------------------------------ input
@@ -297,18 +317,22 @@ class Publisher:
         chains = {k: v for k, v in self._chains.items() if k[0] == root}
         policy, limits = self._policy, self._limits
 
-        def plan() -> PublicationPlan:
-            return plan_publication(
-                state.owner,
-                changes,
-                mode=policy.diff_processing,
-                chains=chains,
-                max_body_bytes=policy.max_body_bytes,
-                limits=limits,
-            )
-
-        big = sum(c.retained_bytes for c in changes) > policy.offload_bytes
-        d = self._run_cpu(plan) if big else maybeDeferred(plan)
+        # A partial, not a closure: it must pickle to reach a worker process.
+        plan: Callable[[], PublicationPlan] = functools.partial(
+            plan_publication,
+            state.owner,
+            changes,
+            mode=policy.diff_processing,
+            chains=chains,
+            max_body_bytes=policy.max_body_bytes,
+            limits=limits,
+        )
+        if self._workers is not None:
+            d = self._workers(plan)
+        elif sum(c.retained_bytes for c in changes) > policy.offload_bytes:
+            d = self._run_cpu(plan)
+        else:
+            d = maybeDeferred(plan)
         d.addCallback(self._deliver, state, batch)
         d.addErrback(self._planning_failed, state, batch)
         self._in_flight[state.owner] = d
@@ -430,7 +454,7 @@ class Publisher:
             _log.warning(
                 "%s: delivery failed during shutdown (%s); %d change(s) stay in the spool",
                 state.owner,
-                failure.getErrorMessage(),
+                "cancelled" if failure.check(CancelledError) else failure.getErrorMessage(),
                 len(batch),
             )
             return
