@@ -92,7 +92,9 @@ def test_pth_route_answers_for_our_backend_and_imports_nothing_at_start(
 def test_without_the_pth_there_is_no_backend(built: Path, tmp_path: Path) -> None:
     xcap = empty_xcap(tmp_path / "openxcap")
     (built.parent / "nopth").mkdir(exist_ok=True)
-    shutil.copytree(built / "xcapdiff_ext", built.parent / "nopth" / "xcapdiff_ext", dirs_exist_ok=True)
+    shutil.copytree(
+        built / "xcapdiff_ext", built.parent / "nopth" / "xcapdiff_ext", dirs_exist_ok=True
+    )
     proc = subprocess.run(
         [sys.executable, "-S", "-c", CHECK, str(xcap), str(built.parent / "nopth")],
         capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,

@@ -140,7 +140,10 @@ class Storage(PublishingStorage):
             raise _fatal(err) from None
         self.runtime = runtime
         shown = SETTINGS.to_mapping()
-        target = shown["mi_url"] if SETTINGS.transport == "mi" else shown["sip_proxy"] or "DNS"
+        target = {
+            "mi": shown["mi_url"],
+            "sip": shown["sip_proxy"] or "next hop by RFC 3263 DNS",
+        }.get(SETTINGS.transport, "nowhere")
         log.info(
             "xcap-diff publishing on: storage %s, transport %s (%s), xcap-root %s, spool %s",
             SETTINGS.storage,
