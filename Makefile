@@ -25,12 +25,19 @@ run: venv
 # Everything CI must check, run in order by `make test` (and so by .ci/run).
 # Append later suites (real peers, the Debian package test, the demo) to this list.
 # Any non-zero exit fails the target, including pytest's 5 ("no tests ran").
-TEST_SUITES := test-unit
+TEST_SUITES := test-unit test-debian
 
 test: $(TEST_SUITES)
 
 test-unit: venv
 	$(PYTEST) tests
+
+# The Debian package openxcap-xcapdiff (debian/): builds it from a copy of the tree,
+# lintian, installs it beside an equivs dummy openxcap, exercises it, purges it.
+# Root on Debian 12 only (it installs and purges packages); about a minute.
+.PHONY: test-debian
+test-debian:
+	bash tests/debian/test_package.sh
 
 bench: venv
 	$(VPY) benchmarks/diff_bench.py
