@@ -987,7 +987,7 @@ class _Differ:
         prepend_text = left is None and right is not None and text == s[0]
         if text and text == s[-1] and not prepend_text:
             content = first + nodes
-            if left is not None and right is None and self.stable:
+            if left is not None and right is None and self.stable and not text.strip():
                 self._emit(Add(path, content))  # appended: stays last after other adds
             elif left is not None:
                 self._emit(Add(self._sel(left, path), content, pos="after"))
