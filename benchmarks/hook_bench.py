@@ -63,7 +63,8 @@ async def main(entries: int, rounds: int) -> None:
     }
 
     def uri(user: str, node: str = "") -> XCAPUri:
-        return XCAPUri(root, f"/resource-lists/users/sip:{user}@example.com/index{node}", namespaces)
+        path = f"/resource-lists/users/sip:{user}@example.com/index{node}"
+        return XCAPUri(root, path, namespaces)
 
     def nocheck(*args: object) -> None:
         pass

@@ -123,7 +123,7 @@ def read_settings(config_path: str | os.PathLike[str] | None = None) -> Settings
             server = dict(parser[SERVER_SECTION])
         read.append(str(main))
     else:
-        log.warning("%s not found; using the [XCAPDiff] defaults", main)
+        log.warning("xcap-diff: %s not found; using the [XCAPDiff] defaults", main)
 
     same = parsed is not None and override.exists() and os.path.samefile(main, override)
     extra = None if same else _parse(override, explicit=False)

@@ -222,9 +222,11 @@ class Publisher:
             for change_id, change in state.pending:
                 self._queue(change_id, change)
             if state.pending:
-                _log.info("replayed %d pending changes from the spool", len(state.pending))
+                _log.info(
+                    "xcap-diff: replayed %d pending changes from the spool", len(state.pending)
+                )
             if state.skipped:
-                _log.warning("skipped %d unreadable spool records", state.skipped)
+                _log.warning("xcap-diff: skipped %d unreadable spool records", state.skipped)
         if self._policy.status_interval > 0:
             self._status = LoopingCall(self._log_status)
             self._status.clock = self._reactor
@@ -256,7 +258,7 @@ class Publisher:
     def accept(self, change: Change) -> None:
         """Take one committed change (reactor thread; returns at once)."""
         if self._stopping:
-            _log.warning("change for %s after stop: not accepted", change.sel)
+            _log.warning("xcap-diff: change for %s after stop: not accepted", change.sel)
             return
         change_id = self._next_id
         self._next_id += 1
@@ -290,7 +292,7 @@ class Publisher:
                     state.pending[k] = (pid, c.without_bytes())
                     self._count_fallback("memory")
                     _log.warning(
-                        "%s %s: pending documents over max_pending_bytes; "
+                        "xcap-diff %s %s: pending documents over max_pending_bytes; "
                         "this change will be published etag-only",
                         state.owner,
                         c.sel,
@@ -350,7 +352,7 @@ class Publisher:
         for fallback in plan.fallbacks:
             self._count_fallback(fallback.category)
             _log.warning(
-                "%s %s: published etag-only (%s: %s)",
+                "xcap-diff %s %s: published etag-only (%s: %s)",
                 state.owner,
                 fallback.sel,
                 fallback.category,
@@ -363,7 +365,7 @@ class Publisher:
         if plan.oversize:
             self.counters.oversize += 1
             _log.warning(
-                "%s: body of %d bytes exceeds max_body_bytes even etag-only; sent anyway",
+                "xcap-diff %s: body of %d bytes exceeds max_body_bytes even etag-only; sent anyway",
                 state.owner,
                 len(plan.body),
             )
@@ -398,7 +400,7 @@ class Publisher:
         first = min(c.time for _, c in batch)
         self.counters.latency(max(0.0, now - first))
         _log.info(
-            "published %s: %d document(s) %s, mode %s, %d bytes, %s, %.3f s",
+            "xcap-diff published %s: %d document(s) %s, mode %s, %d bytes, %s, %.3f s",
             state.owner,
             len(plan.documents),
             ",".join(plan.documents),
@@ -452,7 +454,8 @@ class Publisher:
         if self._stopping and (retryable or failure.check(CancelledError)):
             # Shutting down: keep the changes pending in the spool for the next start.
             _log.warning(
-                "%s: delivery failed during shutdown (%s); %d change(s) stay in the spool",
+                "xcap-diff %s: delivery failed during shutdown (%s); "
+                "%d change(s) stay in the spool",
                 state.owner,
                 "cancelled" if failure.check(CancelledError) else failure.getErrorMessage(),
                 len(batch),
@@ -463,7 +466,7 @@ class Publisher:
             self.counters.retried += 1
             delay = self._policy.backoff(state.attempts, self._random())
             _log.warning(
-                "%s: delivery failed (%s); retry %d in %.1f s",
+                "xcap-diff %s: delivery failed (%s); retry %d in %.1f s",
                 state.owner,
                 failure.getErrorMessage(),
                 state.attempts,
@@ -476,7 +479,7 @@ class Publisher:
         self.counters.dropped += len(batch)
         state.attempts = 0
         _log.warning(
-            "%s: publication dropped (%s); %d change(s) not delivered",
+            "xcap-diff %s: publication dropped (%s); %d change(s) not delivered",
             state.owner,
             failure.getErrorMessage(),
             len(batch),
@@ -499,7 +502,9 @@ class Publisher:
     ) -> None:
         # plan_publication turns bad documents into etag-only entries; getting here
         # is a bug.  Drop the batch (logged and counted) rather than wedge the owner.
-        _log.error("%s: could not build the publication: %s", state.owner, failure.getTraceback())
+        _log.error(
+            "xcap-diff %s: could not build the publication: %s", state.owner, failure.getTraceback()
+        )
         self.counters.failed += 1
         self.counters.dropped += len(batch)
         self._release(batch)
@@ -523,7 +528,7 @@ class Publisher:
     def _log_status(self) -> None:
         snap = self.status()
         _log.info(
-            "status: accepted %d, published %d, retried %d, failed %d, dropped %d, "
+            "xcap-diff status: accepted %d, published %d, retried %d, failed %d, dropped %d, "
             "fallbacks %s, pending %d, spool %d bytes, latency %s",
             snap["accepted"],
             snap["published"],

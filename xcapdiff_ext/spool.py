@@ -244,7 +244,11 @@ def _replay_file(path: str) -> _Live:
             except _Corrupt as err:
                 live.skipped += 1
                 _log.warning(
-                    "spool %s: skipped record at line %d (byte %d): %s", path, number, offset, err
+                    "xcap-diff: spool %s: skipped record at line %d (byte %d): %s",
+                    path,
+                    number,
+                    offset,
+                    err,
                 )
             offset += len(line)
     return live
@@ -331,9 +335,13 @@ class _Journal:
             self.rewrite(_replay_file(self.path))
         except OSError as err:  # the commit itself is durable: keep the long journal
             self.threshold = 2 * self.offset
-            _log.warning("spool %s: compaction failed, journal kept: %s", self.directory, err)
+            _log.warning(
+                "xcap-diff: spool %s: compaction failed, journal kept: %s", self.directory, err
+            )
             return
-        _log.info("spool %s: compacted %d -> %d bytes", self.directory, before, self.offset)
+        _log.info(
+            "xcap-diff: spool %s: compacted %d -> %d bytes", self.directory, before, self.offset
+        )
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -421,7 +429,7 @@ class Spool:
         self._journal, self._size = journal, journal.offset
         state = live.state()
         _log.info(
-            "spool %s: %d pending changes, %d document chains, %d publications, "
+            "xcap-diff: spool %s: %d pending changes, %d document chains, %d publications, "
             "next id %d, %d bad records skipped",
             directory,
             len(state.pending),
@@ -555,7 +563,7 @@ class Spool:
             if not isinstance(error, SpoolError):
                 error = SpoolError(f"spool {self._directory}: commit failed: {error}")
             if not self._failing:
-                _log.error("%s (%d bytes kept, retrying)", error, len(data))
+                _log.error("xcap-diff: %s (%d bytes kept, retrying)", error, len(data))
             self._failing = True
             if data:
                 self._buffer.insert(0, data)
@@ -564,7 +572,7 @@ class Spool:
             outcome = Failure(error)
         else:
             if self._failing:
-                _log.warning("spool %s: commits succeed again", self._directory)
+                _log.warning("xcap-diff: spool %s: commits succeed again", self._directory)
             self._failing = False
             assert isinstance(result, int)
             self._size = result
@@ -610,7 +618,9 @@ class Spool:
         self._closed = True
         if isinstance(result, Failure):
             _log.error(
-                "spool %s: stopped with records not written: %s", self._directory, result.value
+                "xcap-diff: spool %s: stopped with records not written: %s",
+                self._directory,
+                result.value,
             )
         self._buffer.clear()
         self._stop_outcome = result

@@ -91,7 +91,7 @@ class ProcessRunner:
             d.callback(future.result())
 
     def _fallback(self, func: Callable[[], T], err: BaseException) -> Deferred[T]:
-        _log.warning("diff worker process unavailable (%s): diffing in-process", err)
+        _log.warning("xcap-diff: diff worker process unavailable (%s): diffing in-process", err)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -242,19 +242,21 @@ class MiDatagramChannel:
     def _received(self, datagram: bytes, addr: Any) -> None:
         host, port = addr[0], addr[1]
         if port != self._port or ipaddress.ip_address(host) != ipaddress.ip_address(self._host):
-            _log.warning("MI %s: datagram from %s:%s dropped", self.address, host, port)
+            _log.warning("xcap-diff: MI %s: datagram from %s:%s dropped", self.address, host, port)
             return
         if self._protocol is MiProtocol.LEGACY:
             call = next(iter(self._live.values()), None)
             if call is None:
-                _log.warning("MI %s: reply with no request outstanding dropped", self.address)
+                _log.warning(
+                    "xcap-diff: MI %s: reply with no request outstanding dropped", self.address
+                )
                 return
         else:
             key = reply_id(datagram, max_reply_bytes=self._max_reply_bytes)
             if key is None:
                 if len(self._live) != 1:
                     _log.warning(
-                        "MI %s: reply without id (%r) with %d calls pending dropped: "
+                        "xcap-diff: MI %s: reply without id (%r) with %d calls pending dropped: "
                         "OpenSIPS could not parse a datagram (is mi_datagram's buffer smaller "
                         "than our requests?)",
                         self.address,

@@ -115,7 +115,7 @@ class _Reader:
             except BlockingIOError:
                 return
             except OSError as err:
-                _log.warning("MI FIFO reply read failed: %s", err)
+                _log.warning("xcap-diff: MI FIFO reply read failed: %s", err)
                 chunk = b""
             self._on_data(chunk)  # b"" = EOF
             if not chunk:
@@ -213,8 +213,8 @@ class MiFifoChannel:
         mode = os.stat(reply_dir).st_mode
         if not mode & stat.S_IXOTH:
             _log.warning(
-                "mi_reply_dir %s is not searchable by others: OpenSIPS can open our reply "
-                "FIFOs there only if it runs as our user or group",
+                "xcap-diff: mi_reply_dir %s is not searchable by others: OpenSIPS can open "
+                "our reply FIFOs there only if it runs as our user or group",
                 reply_dir,
             )
         try:
@@ -442,7 +442,7 @@ def _unlink(path: str) -> None:
     except FileNotFoundError:
         pass
     except OSError as err:  # pragma: no cover - the directory changed under us
-        _log.warning("cannot remove reply FIFO %s: %s", path, err)
+        _log.warning("xcap-diff: cannot remove reply FIFO %s: %s", path, err)
 
 
 def _failed(err: TransportError) -> Deferred[MiResult]:

@@ -140,7 +140,7 @@ class _TransactionUser:
 
 
 def _drop(what: str, source: object, err: Exception) -> None:
-    _log.warning("dropped %s from %s: %s", what, source, err)
+    _log.warning("xcap-diff: dropped %s from %s: %s", what, source, err)
 
 
 class SipUdpClient(_TransactionUser, DatagramProtocol):
@@ -177,7 +177,9 @@ class SipUdpClient(_TransactionUser, DatagramProtocol):
             _drop("a datagram", addr, err)
             return
         if isinstance(message, SipRequest):
-            _log.warning("dropped a %s request from %s: this is a client", message.method, addr)
+            _log.warning(
+                "xcap-diff: dropped a %s request from %s: this is a client", message.method, addr
+            )
             return
         self._on_response(message, addr)
 
@@ -214,7 +216,11 @@ class _StreamProtocol(Protocol):
             if message is NEED_DATA:
                 return
             if isinstance(message, SipRequest):
-                _log.warning("dropped a %s request from %s: this is a client", message.method, peer)
+                _log.warning(
+                    "xcap-diff: dropped a %s request from %s: this is a client",
+                    message.method,
+                    peer,
+                )
                 continue
             self._client._on_response(message, peer)
 

@@ -298,7 +298,9 @@ class SipPublishTransport:
 
         def failed(failure: Any) -> None:
             owner.state = None
-            _log.warning("refresh of %s failed: %s", state.aor, failure.getErrorMessage())
+            _log.warning(
+                "xcap-diff: refresh of %s failed: %s", state.aor, failure.getErrorMessage()
+            )
 
         owner.lock.run(run).addErrback(failed)
 
@@ -321,7 +323,7 @@ class SipPublishTransport:
                 else:
                     outcome = state.receive(response, self._reactor.seconds())
                 if isinstance(outcome, SendAgain):
-                    _log.info("PUBLISH for %s again: %s", state.aor, outcome.reason)
+                    _log.info("xcap-diff: PUBLISH for %s again: %s", state.aor, outcome.reason)
                     request = outcome.request
                     continue
                 break
@@ -365,7 +367,9 @@ class SipPublishTransport:
                 raise
         # The reused connection was gone (the peer closed it while idle): the request
         # never got a response, so send it once more over a new connection.
-        _log.info("SIP connection to %s lost; sending %s again", self._hop[1], request.branch)
+        _log.info(
+            "xcap-diff: SIP connection to %s lost; sending %s again", self._hop[1], request.branch
+        )
         await self._ready(transport)
         return await stream.run(PublishTransaction(request, reliable=True, timers=self._timers))
 
