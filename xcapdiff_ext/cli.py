@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_monitor import add_monitor_command
 
     add_monitor_command(commands)
+    from .cli_status import add_status_command
+
+    add_status_command(commands)
     return parser
 
 
@@ -331,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(args_in))
         if getattr(args, "run", None) is None:
             raise UsageError(
-                f"a command is required: diff, apply, publish or monitor (see '{PROG} --help')"
+                f"a command is required: diff, apply, publish, monitor or status "
+                f"(see '{PROG} --help')"
             )
         status: int = args.run(args, out, err)
         return status

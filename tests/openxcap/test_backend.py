@@ -184,12 +184,19 @@ async def main():
     await step("delete", "DELETE", DOC)
     await asyncio.sleep(0.3)
     threads = sorted(t.name for t in threading.enumerate())
+    from xcapdiff_ext.openxcap.backend import SETTINGS
+    from xcapdiff_ext.statusfile import read_status
+    app.storage.runtime.status_file.write()
+    running = read_status(SETTINGS.spool_dir)
     await app.shutdown()
+    stopped = read_status(SETTINGS.spool_dir)
     from xcap.db.initialize import runs
     from xcap.db.manager import connection_manager
     emit({"steps": steps, "versions": versions, "bodies": bodies(), "accepted": ACCEPTED,
           "threads": threads, "migrations": len(runs), "configured": connection_manager.configure_calls,
-          "app_thread": app.reactor_thread is not None})
+          "app_thread": app.reactor_thread is not None,
+          "status": [running["running"], running["published"], stopped["running"],
+                     stopped["published"], running["target"]]})
 asyncio.run(main())
 """
 
@@ -248,6 +255,11 @@ def test_takeover_happens_once_and_only_what_is_missing(session: Any) -> None:
     assert not session["app_thread"]  # OpenXCAP started no reactor thread for XCAPDiff...
     assert session["threads"].count("xcapdiff-reactor") == 1  # ...we started one
     assert "xcap-diff publishing on: storage Database, transport null" in session["stderr"]
+
+
+def test_the_status_file_follows_the_extension(session: Any) -> None:
+    # refreshed while it runs (xcapdiff status reads it), a last word at shutdown
+    assert session["status"] == [True, 6, False, 6, "nowhere"]
 
 
 def test_a_failed_precondition_publishes_nothing(tmp_path: Path) -> None:

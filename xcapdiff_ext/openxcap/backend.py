@@ -30,7 +30,7 @@ from ..config import Settings
 from ..configfile import DEFAULT_CONFIG, read_settings
 from ..errors import ConfigError, XcapDiffError
 from ..xmlsafe import Limits
-from .runtime import Runtime
+from .runtime import Runtime, describe_target
 from .serverconfig import OpenXcapConfig, StartupProblem, read_openxcap_config, review
 from .storage import PublishingStorage, RebaseConflict
 
@@ -139,16 +139,11 @@ class Storage(PublishingStorage):
         except (StartupProblem, XcapDiffError, OSError) as err:
             raise _fatal(err) from None
         self.runtime = runtime
-        shown = SETTINGS.to_mapping()
-        target = {
-            "mi": shown["mi_url"],
-            "sip": shown["sip_proxy"] or "next hop by RFC 3263 DNS",
-        }.get(SETTINGS.transport, "nowhere")
         log.info(
             "xcap-diff publishing on: storage %s, transport %s (%s), xcap-root %s, spool %s",
             SETTINGS.storage,
             SETTINGS.transport,
-            target,
+            describe_target(SETTINGS),
             SETTINGS.xcap_root,
             SETTINGS.spool_dir,
         )

@@ -54,6 +54,7 @@ class Runtime:
         self._grace = grace
         self._module: ModuleType | None = None
         self.publisher: Any = None
+        self.status_file: Any = None
         self.transport: Any = None
         self.thread: threading.Thread | None = None
         self._persisted = threading.Event()
@@ -139,8 +140,20 @@ class Runtime:
         self.started_reactor = True
 
     def _start_publisher(self) -> None:
+        from ..statusfile import StatusFile
+
         self.transport, self.publisher = self._build_publisher(self._reactor, self.settings)
         self.publisher.start()
+        self.status_file = StatusFile(self.settings.spool_dir, self._reactor, self._status)
+        self.status_file.start()
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            **self.publisher.status(),
+            "storage": self.settings.storage,
+            "transport": self.settings.transport,
+            "target": describe_target(self.settings),
+        }
 
     # ------------------------------------------------------------- running
     def sink(self, change: Change) -> None:
@@ -162,6 +175,7 @@ class Runtime:
         d: Deferred[Any] = self.publisher.stop(timeout=self._grace)
 
         def transport_down(_: object) -> Any:
+            self.status_file.stop()
             return self.transport.stop()
 
         def done(result: object) -> None:
@@ -191,6 +205,15 @@ class Runtime:
         elif self._reactor.running:  # the server's reactor thread is shutting down
             self._persisted.wait(deadline)
         return self._persisted.is_set()
+
+
+def describe_target(settings: Settings) -> str:
+    """Where publications go, for logs and the status file (no secrets)."""
+    shown = settings.to_mapping()
+    return {
+        "mi": shown["mi_url"],
+        "sip": shown["sip_proxy"] or "next hop by RFC 3263 DNS",
+    }.get(settings.transport, "nowhere")
 
 
 def _production_publisher(reactor: Any, settings: Settings) -> tuple[Any, Any]:
