@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_status import add_status_command
 
     add_status_command(commands)
+    from .cli_check import add_check_command
+
+    add_check_command(commands)
     return parser
 
 
@@ -334,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(list(args_in))
         if getattr(args, "run", None) is None:
             raise UsageError(
-                f"a command is required: diff, apply, publish, monitor or status "
+                f"a command is required: diff, apply, publish, monitor, status or check "
                 f"(see '{PROG} --help')"
             )
         status: int = args.run(args, out, err)

@@ -91,6 +91,8 @@ __all__ = [
     "EVENT_PACKAGE",
     "MAX_DATAGRAM_BYTES",
     "BodyNotEncodable",
+    "CommandRequest",
+    "CommandResult",
     "LocalProtocolError",
     "MiError",
     "MiProtocol",
@@ -107,6 +109,7 @@ __all__ = [
     "check_datagram_size",
     "decode_reply",
     "encode_request",
+    "mi_command_names",
     "one_line_body",
     "reply_id",
 ]
@@ -121,6 +124,7 @@ _TOKEN = re.compile(r"[!-~]{1,256}")
 _FIFO_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # mi_fifo refuses '.', '/', '\'
 _STATUS = re.compile(r"([1-6][0-9][0-9])(?: (.*))?")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_COMMAND = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class MiProtocol(enum.Enum):
@@ -286,8 +290,48 @@ class PublishRequest:
     def is_removal(self) -> bool:
         return self.expires == 0
 
+    @property
+    def describe(self) -> str:
+        return f"pua_publish {self.presentity_uri}"
+
     def without_etag(self) -> PublishRequest:
         return replace(self, etag=None)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """An MI command without parameters (``which``, ``version``), as ``xcapdiff check``
+    sends to see what the MI offers; encoded and decoded like ``pua_publish``."""
+
+    method: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not _COMMAND.fullmatch(self.method):
+            raise LocalProtocolError(f"an MI command name is [a-z0-9_]+: {self.method!r}")
+
+    @property
+    def describe(self) -> str:
+        return self.method
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The command's result as the MI gave it: JSON-RPC ``result``, the XML-RPC value,
+    or the legacy reply's lines after the status line."""
+
+    value: object
+
+
+def mi_command_names(result: CommandResult) -> frozenset[str]:
+    """The command names in a ``which`` result (a list of names in every MI form)."""
+    value = result.value
+    if isinstance(value, str):
+        value = value.split()
+    if isinstance(value, dict):  # some versions wrap the list
+        value = next((v for v in value.values() if isinstance(v, list)), None)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RemoteProtocolError(f"'which' did not answer a list of names: {value!r:.80}")
+    return frozenset(v.strip() for v in value if v.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +467,61 @@ def _xmlrpc(request: PublishRequest, protocol: MiProtocol) -> bytes:
     return text.replace("\r", "&#13;").encode("utf-8")
 
 
+def _command(
+    request: CommandRequest,
+    proto: MiProtocol,
+    kind: MiTransport,
+    request_id: int | str | None,
+    reply_fifo: str | None,
+) -> bytes:
+    if kind is MiTransport.XMLRPC:
+        return xmlrpc.client.dumps((), methodname=request.method).encode("utf-8")
+    if proto is MiProtocol.LEGACY:
+        if kind is MiTransport.HTTP:
+            raise LocalProtocolError("legacy MI over HTTP is XML-RPC: use the xmlrpc transport")
+        text = f":{request.method}:{reply_fifo or ''}\n"
+        return (text + "\n" if kind is MiTransport.FIFO else text).encode("ascii")
+    message = {"jsonrpc": "2.0", "method": request.method, "id": _check_request_id(request_id)}
+    data = json.dumps(message, separators=(",", ":")).encode("ascii")
+    if kind is MiTransport.FIFO:
+        data = f":{reply_fifo}:".encode("ascii") + data + b"\n"
+    return data
+
+
+def _command_reply(
+    data: bytes, request: CommandRequest, proto: MiProtocol, kind: MiTransport, rid: object
+) -> CommandResult:
+    if kind is MiTransport.XMLRPC:
+        if b"\x00" in data or b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+            raise RemoteProtocolError("XML-RPC reply with a DTD or NUL bytes refused")
+        try:
+            params, _ = xmlrpc.client.loads(data, use_builtin_types=True)
+        except xmlrpc.client.Fault as fault:
+            raise MiError(int(fault.faultCode), str(fault.faultString)) from None
+        except _XMLRPC_ERRORS as err:
+            raise RemoteProtocolError(f"malformed XML-RPC reply: {err!r}") from None
+        return CommandResult(params[0] if params else None)
+    text = _text(data).strip()
+    if proto is MiProtocol.LEGACY or not text.startswith("{"):
+        lines = text.replace("\r\n", "\n").split("\n")
+        status = _status_line(lines[0])
+        if status is None:
+            raise RemoteProtocolError(f"no '<code> <reason>' MI status line: {lines[0][:80]!r}")
+        if not 200 <= status[0] < 300:
+            raise MiError(status[0], status[1])
+        return CommandResult([line.strip() for line in lines[1:] if line.strip()])
+    message = _load_json(text)
+    if not isinstance(message, dict) or ("result" in message) == ("error" in message):
+        raise RemoteProtocolError("not a JSON-RPC 2.0 reply with one of result, error")
+    if "error" in message:
+        error = message["error"] if isinstance(message["error"], dict) else {}
+        code, what = error.get("code"), error.get("message")
+        hint = "the module providing it is not loaded" if code == -32601 else ""
+        raise MiError(code if isinstance(code, int) else 0, str(what), hint=hint)
+    _check_id(message.get("id"), _check_request_id(rid))
+    return CommandResult(message["result"])
+
+
 def check_datagram_size(data: bytes, *, limit: int = MAX_DATAGRAM_BYTES) -> None:
     """Raise ``RequestTooLarge`` when ``data`` does not fit one mi_datagram request."""
     if len(data) > limit:
@@ -442,7 +541,7 @@ def _enum(kind: type[enum.Enum], value: object) -> Any:
 
 
 def encode_request(
-    request: PublishRequest,
+    request: PublishRequest | CommandRequest,
     *,
     protocol: MiProtocol | str,
     transport: MiTransport | str,
@@ -456,6 +555,8 @@ def encode_request(
         raise LocalProtocolError("reply_fifo is needed for the FIFO transport, and only there")
     if reply_fifo is not None and not _FIFO_NAME.fullmatch(reply_fifo):
         raise LocalProtocolError(f"reply_fifo must match {_FIFO_NAME.pattern}: {reply_fifo!r}")
+    if isinstance(request, CommandRequest):
+        return _command(request, proto, kind, request_id, reply_fifo)
     if kind is MiTransport.XMLRPC:
         return _xmlrpc(request, proto)
     if proto is MiProtocol.LEGACY:
@@ -698,12 +799,12 @@ def _xmlrpc_reply(data: bytes, request: PublishRequest) -> MiResult:
 def decode_reply(
     data: bytes,
     *,
-    request: PublishRequest,
+    request: PublishRequest | CommandRequest,
     protocol: MiProtocol | str,
     transport: MiTransport | str,
     request_id: int | str | None = None,
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-) -> MiResult:
+) -> MiResult | CommandResult:
     """Classify the reply ``data`` to ``request`` (see the module doc's table)."""
     proto: MiProtocol = _enum(MiProtocol, protocol)
     kind: MiTransport = _enum(MiTransport, transport)
@@ -712,6 +813,8 @@ def decode_reply(
     if len(data) > max_reply_bytes:
         raise ReplyTooLarge(f"MI reply of {len(data)} bytes exceeds {max_reply_bytes}")
     data = bytes(data)
+    if isinstance(request, CommandRequest):
+        return _command_reply(data, request, proto, kind, request_id)
     if kind is MiTransport.XMLRPC:
         return _xmlrpc_reply(data, request)
     if proto is MiProtocol.LEGACY:

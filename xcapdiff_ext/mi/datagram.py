@@ -233,7 +233,7 @@ class MiDatagramChannel:
         self._finish(
             call,
             TransportError(
-                f"no reply from {self.address} to pua_publish {call.request.presentity_uri} "
+                f"no reply from {self.address} to {call.request.describe} "
                 f"after {call.sent} datagrams in {self._timeout:g}s (is mi_datagram listening?)",
                 retryable=True,
             ),

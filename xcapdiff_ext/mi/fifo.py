@@ -336,7 +336,7 @@ class MiFifoChannel:
             call,
             TransportError(
                 f"no reply from {self.address} within {self._timeout:g}s to pua_publish "
-                f"{call.request.presentity_uri} (a request OpenSIPS cannot parse gets none; "
+                f"{call.request.describe} (a request OpenSIPS cannot parse gets none; "
                 f"is mi_reply_dir {self._reply_dir} mi_fifo's reply_dir?)",
                 retryable=True,
             ),

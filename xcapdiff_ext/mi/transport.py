@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from zope.interface import Attribute, Interface, implementer
 
 from ..interfaces import IPublishTransport, Publication, PublishOutcome
-from .codec import MiError, Published, PublishRequest, RetryWithoutEtag
+from .codec import CommandRequest, MiError, Published, PublishRequest, RetryWithoutEtag
 
 __all__ = ["IMiChannel", "MiPublishTransport"]
 
@@ -60,6 +60,11 @@ class MiPublishTransport:
                 raise MiError(418, "Wrong ETag", hint="418 to a request without an etag")
         assert isinstance(reply, Published)
         return PublishOutcome(etag=reply.etag, expires=reply.expires, detail=reply.detail)
+
+    def command(self, method: str) -> Deferred[Any]:
+        """Run an MI command without parameters (``which``); fires with its
+        ``CommandResult`` (``xcapdiff check`` asks which commands the MI has)."""
+        return self._channel.call(CommandRequest(method), "(check)")
 
     def remove(self, owner: str, etag: str | None = None) -> Deferred[Any]:
         """Remove the owner's publication at OpenSIPS (``expires`` 0)."""

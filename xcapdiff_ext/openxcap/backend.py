@@ -23,15 +23,20 @@ import functools
 import inspect
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..configfile import DEFAULT_CONFIG, read_settings
+from ..configfile import read_settings
 from ..errors import ConfigError, XcapDiffError
 from ..xmlsafe import Limits
 from .runtime import Runtime, describe_target
-from .serverconfig import OpenXcapConfig, StartupProblem, read_openxcap_config, review
+from .serverconfig import (
+    OpenXcapConfig,
+    StartupProblem,
+    openxcap_config_path,
+    read_openxcap_config,
+    review,
+)
 from .storage import PublishingStorage, RebaseConflict
 
 __all__ = ["PasswordChecker", "Storage", "installSignalHandlers"]
@@ -39,20 +44,6 @@ __all__ = ["PasswordChecker", "Storage", "installSignalHandlers"]
 log = logging.getLogger("xcapdiff.openxcap")
 
 installSignalHandlers = False
-
-
-def openxcap_config_path() -> Path:
-    """The ``config.ini`` OpenXCAP itself reads: python3-application's lookup
-    (``--config-dir``, then the system directory), else ``/etc/openxcap``."""
-    try:
-        from application.process import process
-    except ImportError:
-        return Path(DEFAULT_CONFIG)
-    try:
-        found = process.configuration.file("config.ini")
-    except Exception:  # an older python3-application: fall back to the default
-        found = None
-    return Path(found) if found else Path(DEFAULT_CONFIG)
 
 
 def _load() -> tuple[Settings, OpenXcapConfig]:

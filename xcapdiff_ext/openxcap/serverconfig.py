@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
+from ..configfile import DEFAULT_CONFIG
 
-__all__ = ["BACKEND_NAME", "OpenXcapConfig", "StartupProblem", "read_openxcap_config", "review"]
+__all__ = [
+    "BACKEND_NAME",
+    "OpenXcapConfig",
+    "StartupProblem",
+    "openxcap_config_path",
+    "read_openxcap_config",
+    "review",
+]
 
 # The value of ``[Server] backend`` that loads us (OpenXCAP lowercases it).
 BACKEND_NAME = "XCAPDiff"
@@ -47,6 +55,20 @@ class OpenXcapConfig:
     @property
     def backend_is_us(self) -> bool:
         return (self.backend or "").lower() == BACKEND_NAME.lower()
+
+
+def openxcap_config_path() -> Path:
+    """The ``config.ini`` OpenXCAP itself reads: python3-application's lookup
+    (``--config-dir``, then the system directory), else ``/etc/openxcap/config.ini``."""
+    try:
+        from application.process import process
+    except ImportError:
+        return Path(DEFAULT_CONFIG)
+    try:
+        found = process.configuration.file("config.ini")
+    except Exception:  # an older python3-application: fall back to the default
+        found = None
+    return Path(found) if found else Path(DEFAULT_CONFIG)
 
 
 def read_openxcap_config(path: str | Path | None) -> OpenXcapConfig:

@@ -64,7 +64,7 @@ from ..interfaces import Publication as PublicationRequest
 from .client import CONNECTION_LOST, SipStreamClient, SipUdpClient, TransactionTimeout
 from .message import SipRequest, SipResponse
 from .publication import Failed, Publication, Published, Removed, SendAgain
-from .transaction import RFC, PublishTransaction, Timers
+from .transaction import BRANCH_COOKIE, RFC, PublishTransaction, Timers
 
 __all__ = ["UDP_MAX_BYTES", "SipPublishTransport"]
 
@@ -225,6 +225,26 @@ class SipPublishTransport:
         if owner is None or self._stopped:
             return succeed(None)
         return owner.lock.run(self._remove_locked, owner)
+
+    def options(self) -> Deferred[SipResponse]:
+        """Send OPTIONS to the next hop and fire with its final response (any status
+        means it is there); for ``xcapdiff check``."""
+        return Deferred.fromCoroutine(self._options())
+
+    async def _options(self) -> SipResponse:
+        transport, host, port = self._hop
+        local = await self._ready(transport)
+        target = f"sip:{_hostport(host, port)}"
+        headers = (
+            ("Via", f"{self._via(transport, local)};branch={BRANCH_COOKIE}{self._new_token()}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:xcapdiff-check@{_hostport(*local)}>;tag={self._new_token()}"),
+            ("To", f"<{target}>"),
+            ("Call-ID", self._new_token()),
+            ("CSeq", "1 OPTIONS"),
+            ("Accept", "application/sdp"),
+        ) + ((("User-Agent", self._user_agent),) if self._user_agent else ())
+        return await self._send(SipRequest("OPTIONS", target, headers))
 
     def stop(self) -> Deferred[None]:
         """Cancel refreshes, fail pending transactions, close sockets and connections."""
