@@ -186,7 +186,8 @@ check_installed() {
         grep -qxF "$f" <<<"$files" || fail "$pkg does not ship $f"
         [[ -e $f ]] || fail "$f is not on disk"
     done
-    for doc in README.Debian README.md configuration.md operations.md architecture.md \
+    for doc in README.Debian README.md install.md configuration.md opensips.md operations.md \
+        openxcap.md architecture.md \
         examples/resource-lists-old.xml; do
         grep -qxE "/usr/share/doc/$pkg/$doc(\.gz)?" <<<"$files" || fail "$pkg lacks doc $doc"
     done
