@@ -42,6 +42,8 @@ while True:
     elif msg["method"] == "pua_publish" and mode != "no-pua":
         if mode == "489":
             out = {"result": {"reply": "489 Bad Event"}}
+        elif mode == "no-event":  # OpenSIPS 3.6.8 without presence_xcapdiff
+            out = {"error": {"code": 500, "message": "MI/PUBLISH failed"}}
         elif msg["params"]["expires"] == 0:
             out = {"result": {"reply": "200 OK", "ETag": "a.1", "Expires": 0}}
         else:
@@ -158,6 +160,7 @@ def test_a_correct_mi_setup_passes_and_removes_its_probe(peer_dir: Path) -> None
     [
         ("no-pua", "has no pua_publish command", 'loadmodule "pua_mi.so"'),
         ("489", "refused an xcap-diff publication", 'loadmodule "presence_xcapdiff.so"'),
+        ("no-event", "MI/PUBLISH failed", 'loadmodule "presence_xcapdiff.so" if it is missing'),
     ],
 )
 def test_missing_opensips_modules_are_named(

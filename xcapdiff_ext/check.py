@@ -256,9 +256,16 @@ def _mi(transport: Any, settings: Settings, presentity: str | None) -> Any:
     try:
         outcome = yield transport.publish(Publication(aor, _probe_body(settings, aor)))
     except (PublishRejected, TransportError) as err:
+        status = getattr(err, "status", None)
         fix = ""
-        if getattr(err, "status", None) == 489:
+        if status == 489 or (status == 400 and "unknown event" in str(err).lower()):
             fix = 'loadmodule "presence_xcapdiff.so" (with presence and pua)'
+        elif status == 500:
+            fix = (
+                'loadmodule "presence_xcapdiff.so" if it is missing (OpenSIPS logs "event not '
+                'found in list"); else modparam("pua_mi", "presence_server", '
+                '"sip:<presence host>:<port>")'
+            )
         return [
             *items,
             Item(FAIL, f"OpenSIPS refused an xcap-diff publication for {aor}: {err}", fix),

@@ -643,8 +643,11 @@ def _mi_failure(code: int, message: str, data: object, request: PublishRequest) 
         if request.body is None:
             hint = "a refresh without body, but pua holds no publication: send the full body"
         else:
+            # OpenSIPS 3.6.8 answers this too when presence_xcapdiff is not loaded
+            # (pua logs "event not found in list"): both causes are named.
             hint = (
-                "pua could not send the PUBLISH; likely pua_mi's presence_server is not set "
+                "pua could not send the PUBLISH: presence_xcapdiff is not loaded (OpenSIPS "
+                "logs 'event not found in list'), or pua_mi's presence_server is not set "
                 "and the presentity's domain does not resolve to the presence server"
             )
         raise MiError(code, message, data=data, hint=hint)
