@@ -80,8 +80,10 @@ def run(test: Callable[[Harness], Coroutine[Any, Any, Any]], *, limit: float = 8
             if callable(fileno):  # close what a failed test left behind
                 with contextlib.suppress(OSError):
                     os.close(fileno())
-        if reactor.waker is not None:
-            reactor._removeInternalReader(reactor.waker)
+        if reactor.waker is not None:  # removeAll() keeps it: it is the reactor's own
+            # Public removeReader: the private _removeInternalReader is not in Twisted
+            # 22.4 (Debian 12); the reactor is discarded, so _internalReaders can keep it.
+            reactor.removeReader(reactor.waker)
             reactor.waker.connectionLost(None)
     if not outcome:
         raise AssertionError(f"the test did not finish within {limit}s")
