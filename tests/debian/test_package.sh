@@ -106,7 +106,7 @@ step "copy of the tree"
 src="$work/src/$pkg"
 mkdir -p "$src" "$work/out"
 tar -C "$tree" -cf - \
-    --exclude=./.git --exclude=./.venv --exclude='./tests.*' --exclude='./*.egg-info' \
+    --exclude=./.git --exclude='./.venv*' --exclude='./tests.*' --exclude='./*.egg-info' \
     --exclude=__pycache__ --exclude=./build --exclude=./dist --exclude=./.pybuild \
     --exclude=./.hypothesis --exclude=./.mypy_cache --exclude=./.pytest_cache \
     --exclude=./.ruff_cache --exclude=./.benchmarks --exclude=_trial_temp \
