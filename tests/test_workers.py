@@ -107,3 +107,39 @@ class PublisherWithWorkersTest(unittest.TestCase):
         self.assertEqual(len(transport.published), 1)
         self.assertIn(b"<d:replace", transport.published[0].body)
         self.assertGreaterEqual(pub._workers.jobs, 1)
+
+
+UNGUARDED = """
+import os, sys
+print("main ran in", os.getpid(), flush=True)
+from twisted.internet import task
+from xcapdiff_ext.workers import ProcessRunner
+
+def main(reactor):
+    runner = ProcessRunner(reactor)
+    where = os.getpid  # picklable by reference: a worker imports no __main__
+    def done(pid):
+        print("job ran in another process:", pid != os.getpid(), flush=True)
+        return runner.stop()
+    return runner(where).addCallback(done)
+
+task.react(main)
+"""
+
+
+def test_workers_do_not_run_an_unguarded_main_script_again(tmp_path: Any) -> None:
+    # spawn runs the parent's __main__ file in each worker unless told otherwise;
+    # a host script without an `if __name__ == "__main__"` guard would then start
+    # itself again, recursively.
+    import subprocess
+    import sys
+
+    script = tmp_path / "host.py"
+    script.write_text(UNGUARDED)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("main ran in") == 1, proc.stdout
+    assert "job ran in another process: True" in proc.stdout

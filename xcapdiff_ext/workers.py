@@ -17,9 +17,11 @@ killed), that job runs in-process and the next one gets a new pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -30,6 +32,25 @@ __all__ = ["ProcessRunner"]
 
 _log = logging.getLogger("xcapdiff.workers")
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _no_main_import() -> Iterator[None]:
+    """While worker processes start: hide ``__main__``'s file and spec, so ``spawn``
+    does not run the host's main script again in each worker (it does unless the
+    script is guarded by ``if __name__ == "__main__"``; OpenXCAP's is, a custom
+    launcher may not be).  Workers need only this package."""
+    main = sys.modules.get("__main__")
+    keys = ("__file__", "__spec__")
+    saved = {k: main.__dict__[k] for k in keys if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
 
 
 def _warm() -> bool:
@@ -58,7 +79,8 @@ class ProcessRunner:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
-            self._pool.submit(_warm)
+            with _no_main_import():
+                self._pool.submit(_warm)
         return self._pool
 
     def __call__(self, func: Callable[[], T]) -> Deferred[T]:
@@ -66,7 +88,8 @@ class ProcessRunner:
             self.inline += 1
             return maybeDeferred(func)
         try:
-            future: Future[T] = self._ensure().submit(func)
+            with _no_main_import():  # submit() may start a worker process
+                future: Future[T] = self._ensure().submit(func)
         except (BrokenProcessPool, RuntimeError) as err:
             return self._fallback(func, err)
         self.jobs += 1
