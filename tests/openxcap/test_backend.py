@@ -335,8 +335,11 @@ async def main():
     await asyncio.gather(reader(), asyncio.sleep(0))
     await asyncio.sleep(0.5)
     await app.shutdown()
+    import gc
+    gc.collect()
     emit({"codes": [r[0] for r in results], "doc": stored()[1], "accepted": ACCEPTED,
-          "bodies": bodies(), "gets": gets, "rebased": app.storage.rebased})
+          "bodies": bodies(), "gets": gets, "rebased": app.storage.rebased,
+          "left": [len(app.storage._locks), len(app.storage._reads)]})
 asyncio.run(main())
 """
 
@@ -347,6 +350,7 @@ def test_twenty_concurrent_element_puts_keep_twenty_entries_and_a_chain(tmp_path
     assert out["codes"] == [201] * 20
     assert out["doc"].count("<entry ") == 21  # bob and the 20 new ones (OpenXCAP 3.x: 2)
     assert out["rebased"] >= 1
+    assert out["left"] == [0, 0]  # no lock or read note outlives its request
     assert set(out["gets"]) == {200}
     links = [(old, new) for old, new, kind, _ in out["accepted"] if kind == "element"]
     assert len(links) == 20

@@ -58,9 +58,6 @@ class Runtime:
         self.transport: Any = None
         self.thread: threading.Thread | None = None
         self._persisted = threading.Event()
-        self.started_reactor = False
-        self.configured_database = False
-        self.ran_migrations = False
 
     # ------------------------------------------------------------ start-up
     def backend_module(self) -> ModuleType:
@@ -98,7 +95,6 @@ class Runtime:
                     "authentication_db_uri and storage_db_uri in OpenXCAP's config.ini"
                 )
             manager.configure_db_connection()
-            self.configured_database = True
             log.debug("configured OpenXCAP's database connections for %s", canonical)
         server = configuration.ServerConfig
         raw = server.backend
@@ -111,7 +107,6 @@ class Runtime:
             initialize.init_db()
         finally:
             server.backend = raw
-        self.ran_migrations = True
 
     def start(self, server_backend: str | None) -> None:
         """Build and start the publisher, then make sure the reactor runs.
@@ -137,7 +132,6 @@ class Runtime:
             daemon=True,
         )
         self.thread.start()
-        self.started_reactor = True
 
     def _start_publisher(self) -> None:
         from ..statusfile import StatusFile
