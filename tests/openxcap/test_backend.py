@@ -379,7 +379,7 @@ def test_a_rebase_that_cannot_apply_is_a_409_and_changes_nothing(tmp_path: Path)
             await asyncio.sleep(0.3)
             await app.shutdown()
             emit({"codes": [rename[0], drop[0]], "body": drop[2].decode(), "doc": stored()[1],
-                  "accepted": len(ACCEPTED)})
+                  "accepted": len(ACCEPTED), "prefetched": len(app.storage._prefetched)})
         asyncio.run(main())
         """,
     )
@@ -387,6 +387,7 @@ def test_a_rebase_that_cannot_apply_is_a_409_and_changes_nothing(tmp_path: Path)
     assert "cannot-delete" in out["body"]
     assert 'name="buddies"' in out["doc"] and "sip:bob@example.com" in out["doc"]
     assert out["accepted"] == 2  # the creation and the rename
+    assert out["prefetched"] == 0  # the 409 left no pre-read behind
 
 
 def test_shutdown_persists_pending_changes_without_hanging(tmp_path: Path) -> None:

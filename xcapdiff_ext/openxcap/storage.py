@@ -250,11 +250,13 @@ class PublishingStorage:
         self._normalise(uri)
         read = self._reads.take(uri)
         async with self._locks.acquire(self._key(uri)):
-            current = await self._current(uri)
-            if read is not None and uri.node_selector is not None:
-                document = self._rebase(uri, read, current, document)
-            result = await self._call(self.inner.put_document(uri, document, check_etag))
-            self._drop_prefetch(uri)
+            try:
+                current = await self._current(uri)
+                if read is not None and uri.node_selector is not None:
+                    document = self._rebase(uri, read, current, document)
+                result = await self._call(self.inner.put_document(uri, document, check_etag))
+            finally:  # also after a 409, a 412 or a storage error
+                self._drop_prefetch(uri)
             self._report(uri, result, current, document)
         return result
 
@@ -262,9 +264,11 @@ class PublishingStorage:
         self._normalise(uri)
         self._reads.take(uri)
         async with self._locks.acquire(self._key(uri)):
-            current = await self._current(uri)
-            result = await self._call(self.inner.delete_document(uri, check_etag))
-            self._drop_prefetch(uri)
+            try:
+                current = await self._current(uri)
+                result = await self._call(self.inner.delete_document(uri, check_etag))
+            finally:
+                self._drop_prefetch(uri)
             self._report(uri, result, current, None)
         return result
 
