@@ -52,7 +52,7 @@ def _load() -> tuple[Settings, OpenXcapConfig]:
         settings = read_settings(path if path.is_file() else None)
         server = read_openxcap_config(path)
         for warning in review(settings, server):
-            log.warning("%s", warning)
+            log.warning("xcap-diff: %s", warning)
     except (ConfigError, StartupProblem) as err:
         # OpenXCAP logs an ImportError of its backend module as one critical line
         # ("Cannot load 'xcapdiff' backend module: …") and exits.

@@ -95,7 +95,7 @@ class Runtime:
                     "authentication_db_uri and storage_db_uri in OpenXCAP's config.ini"
                 )
             manager.configure_db_connection()
-            log.debug("configured OpenXCAP's database connections for %s", canonical)
+            log.debug("xcap-diff: configured OpenXCAP's database connections for %s", canonical)
         server = configuration.ServerConfig
         raw = server.backend
         if raw in SQL_BACKENDS.values():
@@ -158,7 +158,9 @@ class Runtime:
         try:
             self.publisher.accept(replace(change, time=self._reactor.seconds()))
         except Exception:
-            log.exception("the change to %s of %s was not accepted", change.sel, change.owner)
+            log.exception(
+                "xcap-diff: the change to %s of %s was not accepted", change.sel, change.owner
+            )
 
     # ------------------------------------------------------------ shutdown
     def _persist(self) -> Any:
@@ -175,7 +177,7 @@ class Runtime:
         def done(result: object) -> None:
             self._persisted.set()
             if isinstance(result, BaseException) or type(result).__name__ == "Failure":
-                log.error("stopping the xcap-diff publisher: %s", result)
+                log.error("xcap-diff: stopping the publisher: %s", result)
 
         d.addCallback(transport_down)
         d.addBoth(done)

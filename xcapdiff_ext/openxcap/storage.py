@@ -350,7 +350,7 @@ class PublishingStorage:
             self._validate(uri, rebased)  # the server's own 409 errors propagate
         self.rebased += 1
         log.info(
-            "rebased %s onto %s: another request changed it since this one read %s",
+            "xcap-diff: rebased %s onto %s: another request changed it since this one read %s",
             sel,
             current.etag,
             read.etag,
@@ -359,7 +359,7 @@ class PublishingStorage:
 
     def _conflicted(self, err: RebaseConflict) -> BaseException:
         self.conflicts += 1
-        log.info("409 for %s: %s", err.sel, err.detail)
+        log.info("xcap-diff: 409 for %s: %s", err.sel, err.detail)
         return self._conflict(err) if self._conflict is not None else err
 
     # ------------------------------------------------------------ publishing
@@ -390,7 +390,10 @@ class PublishingStorage:
         user = getattr(uri, "user", None)
         owner = getattr(user, "uri", None) if getattr(user, "username", None) else None
         if uri.doc_selector.context != "users" or not owner:
-            log.debug("global document %s changed: global documents have no owner to notify", sel)
+            log.debug(
+                "xcap-diff: global document %s changed: global documents have no owner to notify",
+                sel,
+            )
             return None
         old_etag = result.old_etag
         if document is None:  # DELETE of the document
@@ -402,7 +405,7 @@ class PublishingStorage:
             if old_etag is None and result.code != 201:
                 # 200 with no previous etag: an identical re-PUT, nothing changed
                 # (CONTRACT §2); a creation is 201.
-                log.debug("%s re-PUT with identical content: nothing to publish", sel)
+                log.debug("xcap-diff: %s re-PUT with identical content: nothing to publish", sel)
                 return None
         old = current.data if current is not None and current.etag == old_etag else None
         if old_etag is None:
