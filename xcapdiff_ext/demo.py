@@ -34,6 +34,8 @@ from urllib.parse import unquote
 
 from lxml import etree
 
+from .xmlsafe import parse_document, parse_fragment
+
 __all__ = ["MemoryStorage", "XcapApplication", "main"]
 
 OWNER = "sip:alice@example.com"
@@ -254,8 +256,7 @@ class XcapApplication:
 
     @staticmethod
     def _edit(data: bytes, node: NodeSelector, method: str, body: bytes) -> tuple[bytes, bool]:
-        parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        tree = etree.fromstring(data, parser).getroottree()
+        tree = parse_document(data, where="stored document")
         ns = {"d": RL_NS}
         found = tree.xpath(_xpath(node.steps), namespaces=ns)
         created = False
@@ -272,8 +273,7 @@ class XcapApplication:
                 raise Conflict
             found[0].getparent().remove(found[0])
         else:
-            wrapped = b'<w xmlns="' + RL_NS.encode() + b'">' + body + b"</w>"
-            element = etree.fromstring(wrapped, parser)[0]
+            element = parse_fragment(body, etree.Element(f"{{{RL_NS}}}w"), where="element")[0]
             if len(found) == 1:
                 found[0].getparent().replace(found[0], element)
             else:
@@ -326,7 +326,7 @@ class Style:
 
 def show_xcap_diff(body: bytes, style: Style) -> list[str]:
     """The xcap-diff document, one line per document entry and per operation."""
-    root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    root = parse_document(body, where="xcap-diff").getroot()
     colours = {"add": "32", "replace": "33", "remove": "31"}
     lines = [f'<d:xcap-diff xcap-root="{root.get("xcap-root")}">']
     for entry in root:

@@ -89,6 +89,12 @@ async def settle(count, timeout=15):
 
 def bodies():
     return [p.body.decode() for p in TRANSPORT.published]
+
+async def started_app():
+    from xcap.server import XCAPApp
+    app = XCAPApp()
+    await app.startup()
+    return app
 """
 
 
@@ -163,9 +169,7 @@ def same(a: bytes, b: bytes) -> bool:
 
 SESSION = """
 async def main():
-    from xcap.server import XCAPApp
-    app = XCAPApp()
-    await app.startup()
+    app = await started_app()
     steps, versions = [], []
     async def step(name, method, path, body=b"", **kw):
         status, etag, _ = await app.request(method, path, body, **kw)
@@ -267,9 +271,7 @@ def test_a_failed_precondition_publishes_nothing(tmp_path: Path) -> None:
         tmp_path,
         """
         async def main():
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             codes = []
             status, etag, _ = await app.request("PUT", DOC, INITIAL); codes.append(status)
             await settle(1)
@@ -291,9 +293,7 @@ def test_a_failed_precondition_publishes_nothing(tmp_path: Path) -> None:
 def test_an_exception_of_ours_does_not_change_the_response(tmp_path: Path, where: str) -> None:
     script = """
         async def main():
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             if os.environ.get("CHANGE_RAISES"):
                 from xcapdiff_ext.openxcap.storage import PublishingStorage
                 def broken(self, *args):
@@ -322,9 +322,7 @@ def test_an_exception_of_ours_does_not_change_the_response(tmp_path: Path, where
 
 CONCURRENT = """
 async def main():
-    from xcap.server import XCAPApp
-    app = XCAPApp()
-    await app.startup()
+    app = await started_app()
     await app.request("PUT", DOC, INITIAL)
     await settle(1)
     results = await asyncio.gather(*(app.request("PUT", *entry(f"c{n:02d}")) for n in range(20)))
@@ -365,9 +363,7 @@ def test_a_rebase_that_cannot_apply_is_a_409_and_changes_nothing(tmp_path: Path)
         tmp_path,
         """
         async def main():
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             await app.request("PUT", DOC, INITIAL)
             # both read the same version; the rename wins the lock, the delete of an
             # entry in the list by its old name no longer applies
@@ -396,9 +392,7 @@ def test_shutdown_persists_pending_changes_without_hanging(tmp_path: Path) -> No
         """
         async def main():
             import time
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             await app.request("PUT", DOC, INITIAL)
             await app.request("PUT", *entry("carol"))
             await asyncio.sleep(0.2)  # the transport never answers: both stay pending
@@ -421,9 +415,7 @@ def test_a_restart_publishes_what_the_spool_kept(tmp_path: Path) -> None:
         tmp_path,
         """
         async def main():
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             await settle(1)
             await app.shutdown()
             emit({"bodies": bodies()})
@@ -446,9 +438,7 @@ def test_a_running_reactor_is_not_started_again(tmp_path: Path) -> None:
         async def main():
             while not reactor.running:
                 await asyncio.sleep(0.01)
-            from xcap.server import XCAPApp
-            app = XCAPApp()
-            await app.startup()
+            app = await started_app()
             status = (await app.request("PUT", DOC, INITIAL))[0]
             await settle(1)
             names = [t.name for t in threading.enumerate()]
